@@ -1,0 +1,234 @@
+//! The BPE model: turn one piece into token ids exactly as HF `tokenizers` does — start from
+//! single units (bytes for byte-level vocabularies, characters otherwise, with `<0xNN>` byte
+//! fallback), then repeatedly apply the lowest-ranked merge, leftmost first.
+
+use crate::byte_level;
+use crate::error::{Error, Result};
+use crate::primitives::TokenId;
+use crate::vocab::{VocabKind, SPM_SPACE};
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+#[derive(Debug, Clone)]
+pub struct Bpe {
+    kind: VocabKind,
+    /// Token string -> id, for units and whole-piece lookups.
+    ids: FxHashMap<String, TokenId>,
+    /// (left, right) -> (rank, merged id).
+    merges: FxHashMap<(TokenId, TokenId), (u32, TokenId)>,
+    /// Byte-level unit for each byte.
+    byte_units: [Option<TokenId>; 256],
+    /// `<0xNN>` pieces, when the model falls back to bytes.
+    fallback: Option<[Option<TokenId>; 256]>,
+    unk: Option<TokenId>,
+    fuse_unk: bool,
+    /// Llama-3 style: a piece that is itself a token is emitted whole, without merging.
+    ignore_merges: bool,
+}
+
+fn merge_pair(m: &Value) -> Option<(String, String)> {
+    if let Some(s) = m.as_str() {
+        let (a, b) = s.split_once(' ')?;
+        return Some((a.to_string(), b.to_string()));
+    }
+    let arr = m.as_array()?;
+    Some((arr.first()?.as_str()?.to_string(), arr.get(1)?.as_str()?.to_string()))
+}
+
+impl Bpe {
+    pub fn from_json(root: &Value, kind: VocabKind) -> Result<Self> {
+        let model = &root["model"];
+        let vocab = model["vocab"].as_object().ok_or_else(|| Error::Malformed("model.vocab".into()))?;
+        let ids: FxHashMap<String, TokenId> = vocab.iter().map(|(s, id)| (s.clone(), id.as_u64().unwrap_or(0) as TokenId)).collect();
+        for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+            if model[key].as_str().is_some_and(|s| !s.is_empty()) {
+                return Err(Error::Unsupported(format!("BPE with {key} (word-piece style markers)")));
+            }
+        }
+        if model["dropout"].as_f64().is_some_and(|d| d > 0.0) {
+            return Err(Error::Unsupported("BPE dropout (encoding is random, nothing is canonical)".into()));
+        }
+        let mut merges = FxHashMap::default();
+        for (rank, m) in model["merges"].as_array().map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
+            let (a, b) = merge_pair(m).ok_or_else(|| Error::Malformed(format!("merge {m}")))?;
+            let (Some(&ia), Some(&ib), Some(&im)) = (ids.get(&a), ids.get(&b), ids.get(&format!("{a}{b}"))) else {
+                continue; // merges into tokens outside the vocabulary can never fire
+            };
+            merges.entry((ia, ib)).or_insert((rank as u32, im));
+        }
+        let mut byte_units = [None; 256];
+        if kind == VocabKind::ByteLevel {
+            for b in 0..256usize {
+                byte_units[b] = ids.get(&byte_level::encode_bytes(&[b as u8])).copied();
+            }
+        }
+        let fallback = if model["byte_fallback"].as_bool() == Some(true) {
+            let mut t = [None; 256];
+            for (b, slot) in t.iter_mut().enumerate() {
+                *slot = ids.get(&format!("<0x{b:02X}>")).copied();
+            }
+            Some(t)
+        } else {
+            None
+        };
+        let unk = model["unk_token"].as_str().and_then(|u| ids.get(u).copied());
+        Ok(Self {
+            kind,
+            ids,
+            merges,
+            byte_units,
+            fallback,
+            unk,
+            fuse_unk: model["fuse_unk"].as_bool().unwrap_or(false),
+            ignore_merges: model["ignore_merges"].as_bool().unwrap_or(false),
+        })
+    }
+
+    /// The token string a piece of internal bytes has in the vocabulary's own alphabet.
+    fn vocab_string(&self, piece: &[u8]) -> Option<String> {
+        match self.kind {
+            VocabKind::ByteLevel => Some(byte_level::encode_bytes(piece)),
+            VocabKind::SentencePiece => std::str::from_utf8(piece).ok().map(|s| s.replace(' ', &SPM_SPACE.to_string())),
+            VocabKind::Plain => std::str::from_utf8(piece).ok().map(str::to_string),
+        }
+    }
+
+    /// Initial units of a piece.
+    fn units(&self, piece: &[u8], out: &mut Vec<TokenId>) -> Result<()> {
+        if self.kind == VocabKind::ByteLevel {
+            for &b in piece {
+                out.push(self.byte_units[b as usize].ok_or_else(|| Error::Unencodable(format!("byte {b:#04x}"), "the vocabulary has no token for it".into()))?);
+            }
+            return Ok(());
+        }
+        let mut push_unk = |out: &mut Vec<TokenId>, what: String| -> Result<()> {
+            let unk = self.unk.ok_or_else(|| Error::Unencodable(what, "not in the vocabulary and the tokenizer has no byte fallback or unk token".into()))?;
+            if !(self.fuse_unk && out.last() == Some(&unk)) {
+                out.push(unk);
+            }
+            Ok(())
+        };
+        match std::str::from_utf8(piece) {
+            Ok(s) => {
+                let mut buf = [0u8; 4];
+                for c in s.chars() {
+                    let c_str = if c == ' ' && self.kind == VocabKind::SentencePiece { SPM_SPACE.encode_utf8(&mut buf) } else { c.encode_utf8(&mut buf) };
+                    if let Some(&id) = self.ids.get(&*c_str) {
+                        out.push(id);
+                    } else {
+                        let mut cb = [0u8; 4];
+                        self.fallback_bytes(c.encode_utf8(&mut cb).as_bytes(), out, &mut push_unk, format!("character {c:?}"))?;
+                    }
+                }
+            }
+            Err(_) => self.fallback_bytes(piece, out, &mut push_unk, format!("bytes {piece:02x?}"))?,
+        }
+        Ok(())
+    }
+
+    fn fallback_bytes(&self, bytes: &[u8], out: &mut Vec<TokenId>, push_unk: &mut impl FnMut(&mut Vec<TokenId>, String) -> Result<()>, what: String) -> Result<()> {
+        match &self.fallback {
+            Some(t) if bytes.iter().all(|&b| t[b as usize].is_some()) => {
+                out.extend(bytes.iter().map(|&b| t[b as usize].unwrap()));
+                Ok(())
+            }
+            _ => push_unk(out, what),
+        }
+    }
+
+    /// Encode one piece, appending its tokens to `out`.
+    pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<TokenId>) -> Result<()> {
+        if piece.is_empty() {
+            return Ok(());
+        }
+        if self.ignore_merges {
+            if let Some(&id) = self.vocab_string(piece).and_then(|s| self.ids.get(&s)) {
+                out.push(id);
+                return Ok(());
+            }
+        }
+        let mut syms: Vec<TokenId> = Vec::with_capacity(piece.len());
+        self.units(piece, &mut syms)?;
+        if syms.len() <= 16 {
+            self.merge_small(&mut syms);
+        } else {
+            self.merge_heap(&mut syms);
+        }
+        out.extend_from_slice(&syms);
+        Ok(())
+    }
+
+    /// Quadratic merge loop: fastest for the short pieces regex pre-tokenizers produce.
+    fn merge_small(&self, syms: &mut Vec<TokenId>) {
+        loop {
+            let mut best: Option<(u32, usize, TokenId)> = None;
+            for i in 0..syms.len().saturating_sub(1) {
+                if let Some(&(rank, id)) = self.merges.get(&(syms[i], syms[i + 1])) {
+                    if best.is_none_or(|(r, _, _)| rank < r) {
+                        best = Some((rank, i, id));
+                    }
+                }
+            }
+            match best {
+                Some((_, i, id)) => {
+                    syms[i] = id;
+                    syms.remove(i + 1);
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Heap-driven merging over a linked list, for long pieces (SentencePiece models have no
+    /// pre-tokenizer, so a piece can be a whole prompt).
+    fn merge_heap(&self, syms: &mut Vec<TokenId>) {
+        let n = syms.len();
+        let mut prev: Vec<isize> = (0..n as isize).map(|i| i - 1).collect();
+        let mut next: Vec<isize> = (0..n as isize).map(|i| if i + 1 < n as isize { i + 1 } else { -1 }).collect();
+        let mut alive = vec![true; n];
+        let mut heap = BinaryHeap::new();
+        for i in 0..n.saturating_sub(1) {
+            if let Some(&(rank, id)) = self.merges.get(&(syms[i], syms[i + 1])) {
+                heap.push(Reverse((rank, i, id)));
+            }
+        }
+        while let Some(Reverse((rank, i, id))) = heap.pop() {
+            if !alive[i] || next[i] < 0 {
+                continue;
+            }
+            let j = next[i] as usize;
+            // The entry is stale when either side changed since it was queued.
+            match self.merges.get(&(syms[i], syms[j])) {
+                Some(&(r, m)) if r == rank && m == id => {}
+                _ => continue,
+            }
+            syms[i] = id;
+            alive[j] = false;
+            next[i] = next[j];
+            if next[j] >= 0 {
+                prev[next[j] as usize] = i as isize;
+            }
+            if prev[i] >= 0 {
+                let p = prev[i] as usize;
+                if let Some(&(r, m)) = self.merges.get(&(syms[p], syms[i])) {
+                    heap.push(Reverse((r, p, m)));
+                }
+            }
+            if next[i] >= 0 {
+                let q = next[i] as usize;
+                if let Some(&(r, m)) = self.merges.get(&(syms[i], syms[q])) {
+                    heap.push(Reverse((r, i, m)));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            if alive[i] {
+                out.push(syms[i]);
+            }
+        }
+        *syms = out;
+    }
+}

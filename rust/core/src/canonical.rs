@@ -1,0 +1,160 @@
+//! Canonical encoding and validity, equal to the real tokenizer.
+//!
+//! * `encode` reproduces HF `tokenizers` on the engine's internal bytes (normalise, cut into
+//!   pieces, BPE each piece). Invalid UTF-8 bytes form pieces of their own.
+//! * A token sequence is **valid** when some text starting with its bytes encodes to a sequence
+//!   starting with it. We prove validity with a witness continuation: the empty string, one
+//!   character of each class the pre-tokenizers distinguish, and — when the bytes end inside a
+//!   UTF-8 character — every completion of that character. Look-ahead rules make this more than
+//!   canonicality: `[a, \n, \n]` is valid (it starts `encode("a\n\nb")`) though
+//!   `encode("a\n\n") = [a, \n\n]`.
+//! * Checks are **local**. Pieces are encoded independently, and a piece boundary that lies
+//!   before the last two pieces cannot move whatever text follows (the regexes look at most a few
+//!   characters ahead). So a sequence is checked from an *anchor*: the start of its second-to-last
+//!   piece. Without a pre-tokenizer (SentencePiece-style BPE) canonicality of BPE is decided by
+//!   adjacent token pairs, so the anchor is the start of the second-to-last token at a character
+//!   boundary.
+
+use crate::bpe::Bpe;
+use crate::error::{Error, Result};
+use crate::pretokenize::{completions, incomplete_tail, PreTokenizer};
+use crate::primitives::TokenId;
+use crate::vocab::Vocabulary;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Continuations tried as witnesses of validity, most often successful first. Together they
+/// cover every character class the supported pre-tokenizer regexes tell apart (letters, digits,
+/// whitespace with and without a following non-space, newlines, punctuation, apostrophes that
+/// start contractions, CJK, emoji, combining marks).
+pub const WITNESSES: &[&str] = &["", "a", " ", "\n", "1", ".", "'", "s", "A", "\t", " a", "\n\n", "  ", "a\n", "中", "😀", "é", "\u{301}", ",\n"];
+
+/// Encoder + validity checks for one tokenizer.
+#[derive(Debug, Clone)]
+pub struct Canonicalizer {
+    vocab: Arc<Vocabulary>,
+    pre: PreTokenizer,
+    bpe: Bpe,
+}
+
+impl Canonicalizer {
+    pub fn from_json(json: &str, n_logits: Option<usize>) -> Result<Self> {
+        let root: Value = serde_json::from_str(json).map_err(|e| Error::Json(e.to_string()))?;
+        let vocab = Arc::new(Vocabulary::from_value(&root, n_logits)?);
+        let pre = PreTokenizer::from_json(&root)?;
+        let bpe = Bpe::from_json(&root, vocab.kind())?;
+        Ok(Self { vocab, pre, bpe })
+    }
+
+    pub fn vocab(&self) -> &Arc<Vocabulary> {
+        &self.vocab
+    }
+
+    /// Canonical encoding of internal bytes (start prefix included).
+    pub fn encode(&self, internal: &[u8]) -> Result<Vec<TokenId>> {
+        let text = self.pre.normalize(internal);
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        for piece in self.pre.pieces(&text) {
+            self.bpe.encode_piece(&text[piece], &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Canonical encoding of user text: the start prefix is added first.
+    pub fn encode_text(&self, text: &[u8]) -> Result<Vec<TokenId>> {
+        let mut internal = self.vocab.start_prefix().to_vec();
+        internal.extend_from_slice(text);
+        self.encode(&internal)
+    }
+
+    pub fn decode(&self, ids: &[TokenId]) -> Result<Vec<u8>> {
+        self.vocab.decode(ids)
+    }
+
+    /// `encode(decode(ids)) == ids`, for a sequence that starts at the beginning of a text.
+    pub fn is_canonical(&self, ids: &[TokenId]) -> Result<bool> {
+        let bytes = self.decode(ids)?;
+        Ok(self.complete_from(&bytes, ids))
+    }
+
+    /// Whether `ids` (from the beginning of a text) is a prefix of some text's canonical encoding.
+    pub fn is_valid(&self, ids: &[TokenId]) -> Result<bool> {
+        let bytes = self.decode(ids)?;
+        if !bytes.starts_with(self.vocab.start_prefix()) {
+            return Ok(false);
+        }
+        Ok(self.valid_from(&bytes, ids))
+    }
+
+    /// Validity of `tail` read from an anchor: `text` is the bytes from the anchor on, and the
+    /// tokens before the anchor are already known to be right.
+    pub fn valid_from(&self, text: &[u8], tail: &[TokenId]) -> bool {
+        let starts_with = |t: &[u8]| self.encode(t).map(|e| e.len() >= tail.len() && e[..tail.len()] == *tail).unwrap_or(false);
+        match incomplete_tail(text) {
+            None => {
+                let mut buf = text.to_vec();
+                WITNESSES.iter().any(|w| {
+                    buf.truncate(text.len());
+                    buf.extend_from_slice(w.as_bytes());
+                    starts_with(&buf)
+                })
+            }
+            Some((have, missing)) => {
+                let partial = &text[text.len() - have..];
+                let mut buf = text.to_vec();
+                completions(partial, missing).any(|c| {
+                    ["", "a", " ", "\n"].iter().any(|w| {
+                        buf.truncate(text.len());
+                        buf.extend_from_slice(&c);
+                        buf.extend_from_slice(w.as_bytes());
+                        starts_with(&buf)
+                    })
+                })
+            }
+        }
+    }
+
+    /// Whether `tail` is exactly the canonical encoding of `text` read from an anchor (the text
+    /// ends here: this is the EOS condition).
+    pub fn complete_from(&self, text: &[u8], tail: &[TokenId]) -> bool {
+        std::str::from_utf8(text).is_ok() && self.encode(text).map(|e| e == tail).unwrap_or(false)
+    }
+
+    /// Where checks of a sequence extended beyond `text` may start: an offset into `text` that is
+    /// a token boundary of `tail` (whose token lengths are `lens`) and a piece boundary no
+    /// continuation can move. Returns (byte offset, number of tail tokens before it).
+    pub fn anchor(&self, text: &[u8], lens: &[usize]) -> (usize, usize) {
+        // Token boundaries as byte offsets: bounds[k] = bytes of the first k tokens.
+        let mut bounds = Vec::with_capacity(lens.len() + 1);
+        bounds.push(0usize);
+        for l in lens {
+            bounds.push(bounds.last().unwrap() + l);
+        }
+        let candidate = if self.pre.splits() {
+            let pieces = self.pre.pieces(&self.pre.normalize(text));
+            if pieces.len() < 3 {
+                return (0, 0);
+            }
+            pieces[pieces.len() - 2].start
+        } else {
+            // Second-to-last token starting at a character boundary.
+            let mut seen = 0;
+            let mut found = 0;
+            for k in (0..lens.len()).rev() {
+                let at = bounds[k];
+                if at < text.len() && (text[at] & 0xC0) != 0x80 {
+                    seen += 1;
+                    if seen == 2 {
+                        found = at;
+                        break;
+                    }
+                }
+            }
+            found
+        };
+        match bounds.iter().position(|&b| b == candidate) {
+            Some(k) => (candidate, k),
+            None => (0, 0),
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The cover engine: the exact next-byte distribution of a token LM (Byte-Token Representation
+//! Lemma, see docs/design.md).
+//!
+//! State for a byte prefix x (internal bytes, n = |x|) is a set of **groups**. A group is a
+//! valid token prefix T (a *node*) that spells x[..i] for a split point i, with the trie range of
+//! the tokens that start with x[i..n]; its mass is p(T) times the next-token probability of those
+//! tokens, restricted to tokens v for which T + [v] is valid. Every cover of x lies in exactly one
+//! group, so
+//!   P(x b ...) = Σ_groups p(T) Σ_{valid v starting with x[i..n] b} p(v | T),
+//! where the groups with i = n are the *fresh* nodes (token prefixes spelling all of x) and the
+//! only ones that need a new model row. EOS gets p(encode(x)) p(EOS | encode(x)).
+//!
+//! Protocol: `requests()` lists the token prefixes that need a next-token row (`provide_rows`)
+//! or a prefix log-probability (`provide_scores`); then `distribution()` returns the 257
+//! log-probabilities and `advance(byte)` moves on.
+//!
+//! Design notes (what was tried and why it is this way):
+//! * A node's row is turned once, when it arrives, into validity-masked probabilities in trie
+//!   order (`probs`), so every later byte is a sum over a contiguous range. Direct summation was
+//!   kept over prefix sums: prefix sums lose all relative precision on small ranges.
+//! * Validity of T + [v] for every v in the vocabulary is the expensive part (one local encoding
+//!   each). It is decided from the node's anchor (a few bytes), split over threads, memoised by
+//!   the anchored text and tokens, and skipped for tokens of probability exactly zero.
+
+use crate::canonical::Canonicalizer;
+use crate::error::{Error, Result};
+use crate::primitives::{log_add, TokenId};
+use crate::trie::{LogRow, TokenTrie};
+use rustc_hash::FxHashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Index of a node in the engine's arena.
+pub type NodeId = usize;
+
+#[derive(Debug, Clone)]
+struct Node {
+    parent: Option<NodeId>,
+    token: Option<TokenId>,
+    /// Internal byte offset where this token prefix ends.
+    end: usize,
+    /// log p(T); `None` until known.
+    logp: Option<f64>,
+    /// Anchor for validity checks, and the tokens after it.
+    anchor: usize,
+    tail: Vec<TokenId>,
+    /// Validity-masked next-token probabilities in trie order, scaled by exp(-shift).
+    probs: Option<Arc<Vec<f64>>>,
+    shift: f64,
+    /// Whether T + [v] is valid, in trie order (shared by identical anchored contexts).
+    valid: Option<Arc<Vec<bool>>>,
+    /// log p(EOS | T) when T is the canonical encoding of x[..end]; -inf otherwise.
+    eos_logp: f64,
+}
+
+/// What the engine needs from the model before it can answer.
+#[derive(Debug, Clone, Default)]
+pub struct Requests {
+    /// Nodes needing a next-token row, with their token sequences.
+    pub rows: Vec<(NodeId, Vec<TokenId>)>,
+    /// Nodes needing log p(T), with their token sequences.
+    pub scores: Vec<(NodeId, Vec<TokenId>)>,
+}
+
+/// The next-byte answer for the current prefix.
+#[derive(Debug, Clone)]
+pub struct Distribution {
+    /// Normalised log-probabilities: 0..=255 bytes, 256 = EOS.
+    pub logprobs: [f64; 257],
+    /// log Σ of the 257 numerators (mass of valid continuations).
+    pub log_total: f64,
+    /// log P(x...) = log Σ over covers of x.
+    pub log_prefix: f64,
+    /// Upper bound on the probability mass (relative to P(x...)) skipped by the tolerance.
+    pub skipped_bound: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Skip fresh token prefixes whose probability is below `tolerance` x P(x...). 0 = exact.
+    pub tolerance: f64,
+    /// Threads for validity masks.
+    pub threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { tolerance: 0.0, threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8) }
+    }
+}
+
+pub struct CoverEngine {
+    canon: Arc<Canonicalizer>,
+    trie: Arc<TokenTrie>,
+    eos: Vec<TokenId>,
+    cfg: EngineConfig,
+    text: Vec<u8>,
+    nodes: Vec<Node>,
+    /// Active groups: (node, trie range of tokens starting with text[node.end..]).
+    groups: Vec<(NodeId, Range<usize>)>,
+    mask_cache: FxHashMap<(Vec<u8>, Vec<TokenId>, Range<usize>), Arc<Vec<bool>>>,
+    skipped: f64,
+    /// Non-canonical mass removed so far, summed in log space over steps (for reporting).
+    pub stats: EngineStats,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    pub validity_checks: u64,
+    pub mask_cache_hits: u64,
+    pub rows_received: u64,
+    pub nodes_created: u64,
+    pub nodes_skipped: u64,
+}
+
+impl CoverEngine {
+    /// Engine for user text `prompt` (the tokenizer's start prefix is added internally).
+    pub fn new(canon: Arc<Canonicalizer>, trie: Arc<TokenTrie>, prompt: &[u8], eos: Vec<TokenId>, cfg: EngineConfig) -> Result<Self> {
+        let mut text = canon.vocab().start_prefix().to_vec();
+        text.extend_from_slice(prompt);
+        let root = Node { parent: None, token: None, end: 0, logp: Some(0.0), anchor: 0, tail: vec![], probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY };
+        let mut e = Self { canon, trie, eos, cfg, text: vec![], nodes: vec![root], groups: vec![], mask_cache: FxHashMap::default(), skipped: 0.0, stats: EngineStats::default() };
+        e.build(text)?;
+        Ok(e)
+    }
+
+    /// Width of the rows the engine expects.
+    pub fn n_logits(&self) -> usize {
+        self.canon.vocab().n_logits()
+    }
+
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    /// Enumerate, without the model, every valid token prefix that spells a prefix of `text`
+    /// and ends close enough to its end to start a cover (dynamic programming over split points;
+    /// validity is prefix-closed, so extending valid prefixes token by token reaches them all).
+    fn build(&mut self, text: Vec<u8>) -> Result<()> {
+        self.text = text;
+        let n = self.text.len();
+        let max_len = self.canon.vocab().max_token_len();
+        let mut at: Vec<Vec<NodeId>> = vec![Vec::new(); n + 1];
+        at[0].push(0);
+        for i in 0..n {
+            let here = std::mem::take(&mut at[i]);
+            for &node in &here {
+                for (tok, len) in self.trie.tokens_prefixing(&self.text[i..]) {
+                    if let Some(child) = self.extend(node, tok, None)? {
+                        at[i + len].push(child);
+                    }
+                }
+            }
+            at[i] = here;
+        }
+        // Groups: nodes whose remaining bytes start some token.
+        let lo = n.saturating_sub(max_len);
+        let mut groups = Vec::new();
+        for (i, nodes) in at.iter().enumerate().skip(lo) {
+            let range = self.trie.range(&self.text[i..]);
+            if range.is_empty() {
+                continue;
+            }
+            for &node in nodes {
+                groups.push((node, range.clone()));
+            }
+        }
+        if groups.is_empty() {
+            return Err(Error::ZeroMass);
+        }
+        self.groups = groups;
+        Ok(())
+    }
+
+    /// Child node T + [tok] if it is valid. `logp` is known when the parent's row is.
+    fn extend(&mut self, parent: NodeId, tok: TokenId, logp: Option<f64>) -> Result<Option<NodeId>> {
+        let p = &self.nodes[parent];
+        let tb = self.canon.vocab().token_bytes(tok).ok_or(Error::SpecialToken(tok))?;
+        let end = p.end + tb.len();
+        let window = &self.text[p.anchor..end];
+        let mut tail = p.tail.clone();
+        tail.push(tok);
+        self.stats.validity_checks += 1;
+        if !self.canon.valid_from(window, &tail) {
+            return Ok(None);
+        }
+        let lens: Vec<usize> = tail.iter().map(|&t| self.canon.vocab().token_bytes(t).map_or(0, <[u8]>::len)).collect();
+        let (off, k) = self.canon.anchor(window, &lens);
+        let node = Node { parent: Some(parent), token: Some(tok), end, logp, anchor: p.anchor + off, tail: tail[k..].to_vec(), probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY };
+        self.nodes.push(node);
+        self.stats.nodes_created += 1;
+        Ok(Some(self.nodes.len() - 1))
+    }
+
+    /// Token sequence of a node.
+    pub fn tokens(&self, mut node: NodeId) -> Vec<TokenId> {
+        let mut out = Vec::new();
+        while let Some(t) = self.nodes[node].token {
+            out.push(t);
+            node = self.nodes[node].parent.unwrap();
+        }
+        out.reverse();
+        out
+    }
+
+    pub fn requests(&self) -> Requests {
+        let mut r = Requests::default();
+        for (node, _) in &self.groups {
+            let nd = &self.nodes[*node];
+            if nd.probs.is_none() {
+                r.rows.push((*node, self.tokens(*node)));
+            }
+            if nd.logp.is_none() {
+                r.scores.push((*node, self.tokens(*node)));
+            }
+        }
+        r.rows.dedup_by_key(|x| x.0);
+        r.scores.dedup_by_key(|x| x.0);
+        r
+    }
+
+    pub fn provide_score(&mut self, node: NodeId, logp: f64) -> Result<()> {
+        if logp.is_nan() {
+            return Err(Error::NanRow(node));
+        }
+        self.nodes.get_mut(node).ok_or_else(|| Error::Protocol(format!("unknown node {node}")))?.logp = Some(logp);
+        Ok(())
+    }
+
+    /// Give the next-token log-probability row of a node (natural log, one entry per id).
+    pub fn provide_row<R: LogRow + ?Sized>(&mut self, node: NodeId, row: &R) -> Result<()> {
+        let vocab = self.canon.vocab().clone();
+        if row.len() != vocab.n_logits() {
+            return Err(Error::RowWidth { got: row.len(), expected: vocab.n_logits() });
+        }
+        if node >= self.nodes.len() {
+            return Err(Error::Protocol(format!("unknown node {node}")));
+        }
+        let mut shift = f64::NEG_INFINITY;
+        for i in 0..row.len() {
+            let v = row.get(i);
+            if v.is_nan() {
+                return Err(Error::NanRow(i));
+            }
+            shift = shift.max(v);
+        }
+        let range = self.groups.iter().find(|g| g.0 == node).map(|g| g.1.clone()).unwrap_or(0..self.trie.len());
+        let valid = self.valid_mask(node, row, range);
+        let order = self.trie.order();
+        let probs: Vec<f64> = order.iter().zip(valid.iter()).map(|(&id, &ok)| if ok { (row.get(id as usize) - shift).exp() } else { 0.0 }).collect();
+        let nd = &self.nodes[node];
+        let eos_logp = if nd.end == self.text.len() && self.canon.complete_from(&self.text[nd.anchor..nd.end], &nd.tail) && nd.end >= self.canon.vocab().start_prefix().len() {
+            self.eos.iter().map(|&e| row.get(e as usize)).fold(f64::NEG_INFINITY, log_add)
+        } else {
+            f64::NEG_INFINITY
+        };
+        let nd = &mut self.nodes[node];
+        nd.probs = Some(Arc::new(probs));
+        nd.valid = Some(valid);
+        nd.shift = shift;
+        nd.eos_logp = eos_logp;
+        self.stats.rows_received += 1;
+        Ok(())
+    }
+
+    /// For every token v (trie order): is T + [v] valid? Memoised by the anchored context.
+    fn valid_mask<R: LogRow + ?Sized>(&mut self, node: NodeId, row: &R, range: Range<usize>) -> Arc<Vec<bool>> {
+        let nd = &self.nodes[node];
+        let window = self.text[nd.anchor..nd.end].to_vec();
+        let key = (window.clone(), nd.tail.clone(), range.clone());
+        if let Some(m) = self.mask_cache.get(&key) {
+            // A cached mask may have skipped zero-probability tokens under another row; recheck
+            // those lazily below only if this row gives them mass.
+            let m = m.clone();
+            let order = self.trie.order();
+            let needs: Vec<usize> = range.clone().filter(|&k| !m[k] && row.get(order[k] as usize) > f64::NEG_INFINITY).collect();
+            if needs.is_empty() {
+                self.stats.mask_cache_hits += 1;
+                return m;
+            }
+        }
+        let order = self.trie.order();
+        let vocab = self.canon.vocab().clone();
+        let canon = self.canon.clone();
+        let tail = nd.tail.clone();
+        let n = order.len();
+        let threads = self.cfg.threads.max(1);
+        let chunk = n.div_ceil(threads);
+        let want: Vec<bool> = (0..n).map(|k| range.contains(&k) && row.get(order[k] as usize) > f64::NEG_INFINITY).collect();
+        let mut mask = vec![false; n];
+        std::thread::scope(|s| {
+            for (c, out) in mask.chunks_mut(chunk).enumerate() {
+                let (canon, vocab, window, tail, want) = (&canon, &vocab, &window, &tail, &want);
+                s.spawn(move || {
+                    let mut text = window.clone();
+                    let mut t = tail.clone();
+                    for (j, slot) in out.iter_mut().enumerate() {
+                        let k = c * chunk + j;
+                        if !want[k] {
+                            continue;
+                        }
+                        let id = order[k];
+                        text.truncate(window.len());
+                        text.extend_from_slice(vocab.token_bytes(id).unwrap());
+                        t.truncate(tail.len());
+                        t.push(id);
+                        *slot = canon.valid_from(&text, &t);
+                    }
+                });
+            }
+        });
+        self.stats.validity_checks += want.iter().filter(|&&w| w).count() as u64;
+        let mask = Arc::new(mask);
+        if self.mask_cache.len() > 4096 {
+            self.mask_cache.clear();
+        }
+        self.mask_cache.insert(key, mask.clone());
+        mask
+    }
+
+    /// The next-byte distribution. Every group must have its row and score.
+    pub fn distribution(&self) -> Result<Distribution> {
+        let n = self.text.len();
+        let mut num = [f64::NEG_INFINITY; 257];
+        let mut prefix = f64::NEG_INFINITY;
+        for (node, range) in &self.groups {
+            let nd = &self.nodes[*node];
+            let (Some(probs), Some(logp)) = (&nd.probs, nd.logp) else {
+                return Err(Error::Protocol(format!("node {node} still needs its row or score; call requests()")));
+            };
+            let depth = n - nd.end;
+            let base = logp + nd.shift;
+            let children = self.trie.children(range.clone(), depth);
+            let mut group_total = 0.0;
+            for k in children.exact.clone() {
+                group_total += probs[k];
+            }
+            for (b, r) in children.by_byte {
+                let s: f64 = probs[r].iter().sum();
+                if s > 0.0 {
+                    num[b as usize] = log_add(num[b as usize], base + s.ln());
+                    group_total += s;
+                }
+            }
+            if depth > 0 && group_total > 0.0 {
+                prefix = log_add(prefix, base + group_total.ln());
+            }
+            if depth == 0 {
+                num[256] = log_add(num[256], logp + nd.eos_logp);
+            }
+        }
+        if n == self.canon.vocab().start_prefix().len() {
+            prefix = 0.0; // the empty text: P("" ...) = 1
+        }
+        let total = num.iter().cloned().fold(f64::NEG_INFINITY, log_add);
+        if total == f64::NEG_INFINITY {
+            return Err(Error::ZeroMass);
+        }
+        let mut logprobs = [f64::NEG_INFINITY; 257];
+        for (o, v) in logprobs.iter_mut().zip(num.iter()) {
+            *o = v - total;
+        }
+        let skipped_bound = if prefix > f64::NEG_INFINITY { self.skipped } else { 0.0 };
+        Ok(Distribution { logprobs, log_total: total, log_prefix: prefix, skipped_bound })
+    }
+
+    /// Move to x + [byte]. New fresh nodes appear for tokens ending exactly here.
+    pub fn advance(&mut self, byte: u8) -> Result<()> {
+        let max_len = self.canon.vocab().max_token_len();
+        // Reference mass for the tolerance: P(x b ...).
+        // Reference mass for the tolerance: log P(x b ...), the numerator of the chosen byte.
+        let reference = if self.cfg.tolerance > 0.0 { self.distribution().ok().map(|d| d.log_total + d.logprobs[byte as usize]) } else { None };
+        self.text.push(byte);
+        let n = self.text.len();
+        let old = std::mem::take(&mut self.groups);
+        let mut groups = Vec::with_capacity(old.len() + 4);
+        let mut fresh = Vec::new();
+        self.skipped = 0.0;
+        for (node, range) in old {
+            let depth = n - self.nodes[node].end; // partial length after the new byte
+            let sub = self.trie.range_within(range, &self.text[self.nodes[node].end..], depth - 1);
+            if sub.is_empty() {
+                continue;
+            }
+            let children = self.trie.children(sub.clone(), depth);
+            // Tokens ending exactly at the new byte start fresh nodes.
+            let probs = self.nodes[node].probs.clone().ok_or_else(|| Error::Protocol("advance before rows were provided".into()))?;
+            let (base, shift) = (self.nodes[node].logp.unwrap_or(f64::NEG_INFINITY), self.nodes[node].shift);
+            for k in children.exact.clone() {
+                if probs[k] <= 0.0 {
+                    continue; // invalid or zero probability
+                }
+                let tok = self.trie.id_at(k);
+                let lp = base + shift + probs[k].ln();
+                if let Some(r) = reference {
+                    // The whole subtree under T + [tok] weighs at most p(T + [tok]).
+                    if lp < r + self.cfg.tolerance.ln() {
+                        self.stats.nodes_skipped += 1;
+                        self.skipped += (lp - r).exp();
+                        continue;
+                    }
+                }
+                if let Some(child) = self.extend(node, tok, Some(lp))? {
+                    fresh.push(child);
+                }
+            }
+            if !children.by_byte.is_empty() && depth < max_len {
+                groups.push((node, sub));
+            }
+        }
+        let root = 0..self.trie.len();
+        for f in fresh {
+            groups.push((f, root.clone()));
+        }
+        if groups.is_empty() {
+            return Err(Error::ZeroMass);
+        }
+        self.groups = groups;
+        Ok(())
+    }
+
+    /// Nodes currently in groups (for inspection and tests).
+    pub fn group_nodes(&self) -> Vec<(NodeId, usize)> {
+        self.groups.iter().map(|(n, _)| (*n, self.nodes[*n].end)).collect()
+    }
+}

@@ -1,0 +1,351 @@
+//! Normalization and pre-tokenization: how a tokenizer cuts text into pieces before BPE runs.
+//!
+//! BPE never merges across a piece boundary, so canonicality follows these rules exactly. We run
+//! on the engine's internal bytes (where SentencePiece's `▁` is a space and the dummy prefix is
+//! already present), reproduce the HF `tokenizers` components that keep text lossless, and refuse
+//! the lossy ones (lower-casing, whitespace removal) because a byte-level view of them is not exact.
+
+use crate::error::{Error, Result};
+use crate::vocab::flatten;
+use fancy_regex::Regex;
+use serde_json::Value;
+use std::ops::Range;
+
+/// GPT-2's pre-tokenizer pattern, used by `ByteLevel(use_regex=true)`.
+pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behavior {
+    Isolated,
+    MergedWithPrevious,
+    MergedWithNext,
+    Contiguous,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Split on regex matches.
+    Split { re: Regex, behavior: Behavior, invert: bool },
+    /// Isolate numeric characters (each one, or each run).
+    Digits { individual: bool },
+}
+
+/// The normalizer and pre-tokenizer of one tokenizer.
+#[derive(Debug, Clone)]
+pub struct PreTokenizer {
+    nfc: bool,
+    steps: Vec<Step>,
+}
+
+fn type_of(v: &Value) -> &str {
+    v.get("type").and_then(Value::as_str).unwrap_or("")
+}
+
+fn pattern_of(v: &Value) -> Result<String> {
+    let p = &v["pattern"];
+    if let Some(s) = p.get("Regex").and_then(Value::as_str) {
+        Ok(s.to_string())
+    } else if let Some(s) = p.get("String").and_then(Value::as_str) {
+        Ok(fancy_regex::escape(s).into_owned())
+    } else {
+        Err(Error::Malformed(format!("split pattern {p}")))
+    }
+}
+
+fn compile(pattern: &str) -> Result<Regex> {
+    Regex::new(pattern).map_err(|e| Error::Unsupported(format!("pre-tokenizer regex {pattern:?} ({e})")))
+}
+
+impl PreTokenizer {
+    pub fn from_json(root: &Value) -> Result<Self> {
+        let mut nfc = false;
+        for n in flatten(&root["normalizer"], "normalizers") {
+            match type_of(n) {
+                "NFC" => nfc = true,
+                // The dummy prefix is part of the internal bytes (Vocabulary::start_prefix).
+                "Prepend" if n["prepend"].as_str() == Some("\u{2581}") => {}
+                // SentencePiece's space marker: internal bytes keep the space itself.
+                "Replace" if n["pattern"]["String"].as_str() == Some(" ") && n["content"].as_str() == Some("\u{2581}") => {}
+                other => return Err(Error::Unsupported(format!("normalizer {other:?} (it changes the text, so bytes and tokens no longer line up)"))),
+            }
+        }
+        let mut steps = Vec::new();
+        for p in flatten(&root["pre_tokenizer"], "pretokenizers") {
+            match type_of(p) {
+                "ByteLevel" => {
+                    if p["use_regex"].as_bool().unwrap_or(true) {
+                        steps.push(Step::Split { re: compile(GPT2_PATTERN)?, behavior: Behavior::Isolated, invert: false });
+                    }
+                }
+                "Split" => {
+                    let behavior = match p["behavior"].as_str().unwrap_or("Isolated") {
+                        "Isolated" => Behavior::Isolated,
+                        "MergedWithPrevious" => Behavior::MergedWithPrevious,
+                        "MergedWithNext" => Behavior::MergedWithNext,
+                        "Contiguous" => Behavior::Contiguous,
+                        other => return Err(Error::Unsupported(format!("Split behavior {other:?} (it drops text)"))),
+                    };
+                    let invert = p["invert"].as_bool().unwrap_or(false);
+                    if invert && behavior != Behavior::Isolated {
+                        return Err(Error::Unsupported(format!("inverted Split with behavior {behavior:?}")));
+                    }
+                    // Internal bytes hold spaces where the tokenizer sees `▁`.
+                    let pattern = pattern_of(p)?.replace('\u{2581}', " ");
+                    steps.push(Step::Split { re: compile(&pattern)?, behavior, invert });
+                }
+                "Digits" => steps.push(Step::Digits { individual: p["individual_digits"].as_bool().unwrap_or(false) }),
+                "Metaspace" => {
+                    if p["split"].as_bool().unwrap_or(true) {
+                        steps.push(Step::Split { re: compile(" ")?, behavior: Behavior::MergedWithNext, invert: false });
+                    }
+                }
+                other => return Err(Error::Unsupported(format!("pre-tokenizer {other:?} (it drops or rewrites text)"))),
+            }
+        }
+        Ok(Self { nfc, steps })
+    }
+
+    /// True when some step cuts text into pieces (otherwise the whole text is one piece).
+    pub fn splits(&self) -> bool {
+        !self.steps.is_empty()
+    }
+
+    pub fn normalizes(&self) -> bool {
+        self.nfc
+    }
+
+    /// NFC-normalise valid UTF-8 when the tokenizer does; invalid bytes pass through.
+    pub fn normalize<'a>(&self, text: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+        if !self.nfc {
+            return text.into();
+        }
+        match std::str::from_utf8(text) {
+            Ok(s) if is_nfc_quick(s.chars()) != IsNormalized::Yes => {
+                let n: String = s.nfc().collect();
+                if n.as_bytes() == text { text.into() } else { n.into_bytes().into() }
+            }
+            _ => text.into(),
+        }
+    }
+
+    /// Cut (normalised) internal bytes into pieces. Invalid UTF-8 bytes become pieces of their
+    /// own, so every byte string has a definite encoding.
+    pub fn pieces(&self, text: &[u8]) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        for (run, valid) in utf8_runs(text) {
+            if !valid {
+                out.push(run);
+                continue;
+            }
+            let s = std::str::from_utf8(&text[run.clone()]).expect("valid run");
+            let mut pieces = vec![0..s.len()];
+            for step in &self.steps {
+                let mut next = Vec::with_capacity(pieces.len() * 2);
+                for p in pieces {
+                    split_piece(step, &s[p.clone()], p.start, &mut next);
+                }
+                pieces = next;
+            }
+            out.extend(pieces.into_iter().map(|p| p.start + run.start..p.end + run.start));
+        }
+        out
+    }
+}
+
+fn split_piece(step: &Step, s: &str, offset: usize, out: &mut Vec<Range<usize>>) {
+    if s.is_empty() {
+        return;
+    }
+    // Delimiter spans inside the piece.
+    let matches: Vec<Range<usize>> = match step {
+        Step::Split { re, .. } => re.find_iter(s).filter_map(|m| m.ok()).filter(|m| m.start() < m.end()).map(|m| m.range()).collect(),
+        Step::Digits { individual } => {
+            let mut v: Vec<Range<usize>> = Vec::new();
+            for (i, c) in s.char_indices() {
+                if c.is_numeric() {
+                    let r = i..i + c.len_utf8();
+                    match v.last_mut() {
+                        Some(last) if !individual && last.end == i => last.end = r.end,
+                        _ => v.push(r),
+                    }
+                }
+            }
+            v
+        }
+    };
+    let (behavior, invert) = match step {
+        Step::Split { behavior, invert, .. } => (*behavior, *invert),
+        Step::Digits { .. } => (Behavior::Isolated, false),
+    };
+    let _ = invert; // Inverted Isolated splitting yields the same pieces as Isolated.
+    let mut cuts: Vec<(Range<usize>, bool)> = Vec::new(); // (span, is_match)
+    let mut pos = 0;
+    for m in matches {
+        if m.start > pos {
+            cuts.push((pos..m.start, false));
+        }
+        cuts.push((m.clone(), true));
+        pos = m.end;
+    }
+    if pos < s.len() {
+        cuts.push((pos..s.len(), false));
+    }
+    // Same folds as HF `tokenizers`: a match joins its neighbour only when that neighbour is not
+    // itself a match.
+    let mut pieces: Vec<Range<usize>> = Vec::new();
+    let mut previous_match = false;
+    match behavior {
+        Behavior::Isolated => pieces.extend(cuts.into_iter().map(|c| c.0)),
+        Behavior::MergedWithPrevious => {
+            for (r, is_match) in cuts {
+                match pieces.last_mut() {
+                    Some(last) if is_match && !previous_match => last.end = r.end,
+                    _ => pieces.push(r),
+                }
+                previous_match = is_match;
+            }
+        }
+        Behavior::MergedWithNext => {
+            for (r, is_match) in cuts.into_iter().rev() {
+                match pieces.last_mut() {
+                    Some(next) if is_match && !previous_match => next.start = r.start,
+                    _ => pieces.push(r),
+                }
+                previous_match = is_match;
+            }
+            pieces.reverse();
+        }
+        Behavior::Contiguous => {
+            for (r, is_match) in cuts {
+                match pieces.last_mut() {
+                    Some(last) if is_match && previous_match => last.end = r.end,
+                    _ => pieces.push(r),
+                }
+                previous_match = is_match;
+            }
+        }
+    }
+    out.extend(pieces.into_iter().map(|p| p.start + offset..p.end + offset));
+}
+
+/// Maximal runs of valid UTF-8 and single invalid bytes, in order.
+pub fn utf8_runs(text: &[u8]) -> Vec<(Range<usize>, bool)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < text.len() {
+        match std::str::from_utf8(&text[pos..]) {
+            Ok(_) => {
+                out.push((pos..text.len(), true));
+                break;
+            }
+            Err(e) => {
+                let good = e.valid_up_to();
+                if good > 0 {
+                    out.push((pos..pos + good, true));
+                }
+                let bad = e.error_len().unwrap_or(text.len() - pos - good);
+                for k in 0..bad {
+                    out.push((pos + good + k..pos + good + k + 1, false));
+                }
+                pos += good + bad;
+            }
+        }
+    }
+    out
+}
+
+/// If `text` ends inside a UTF-8 character that could still be completed, the number of bytes of
+/// that partial character and how many are missing.
+pub fn incomplete_tail(text: &[u8]) -> Option<(usize, usize)> {
+    let n = text.len();
+    for back in 1..=3.min(n) {
+        let b = text[n - back];
+        if b & 0xC0 == 0x80 {
+            continue; // continuation byte; keep looking for the lead
+        }
+        let need = match b {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => return None,
+        };
+        if back < need && std::str::from_utf8(&text[n - back..]).is_err() && valid_partial(&text[n - back..]) {
+            return Some((back, need - back));
+        }
+        return None;
+    }
+    None
+}
+
+/// Whether a partial character is the start of some valid UTF-8 encoding.
+fn valid_partial(p: &[u8]) -> bool {
+    let need = match p[0] {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        _ => 4,
+    };
+    completions(p, need - p.len()).next().is_some()
+}
+
+/// Every way to finish the partial character `p` with `missing` bytes, as valid UTF-8.
+pub fn completions(p: &[u8], missing: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let total = 64usize.pow(missing as u32);
+    (0..total).filter_map(move |mut k| {
+        let mut tail = vec![0u8; missing];
+        for j in (0..missing).rev() {
+            tail[j] = 0x80 | (k % 64) as u8;
+            k /= 64;
+        }
+        let mut full = p.to_vec();
+        full.extend_from_slice(&tail);
+        std::str::from_utf8(&full).ok().map(|_| tail)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn gpt2() -> PreTokenizer {
+        PreTokenizer::from_json(&json!({"pre_tokenizer": {"type": "ByteLevel", "use_regex": true}})).unwrap()
+    }
+
+    fn cut<'a>(p: &PreTokenizer, s: &'a str) -> Vec<&'a str> {
+        p.pieces(s.as_bytes()).into_iter().map(|r| &s[r]).collect()
+    }
+
+    #[test]
+    fn gpt2_lookahead() {
+        let p = gpt2();
+        assert_eq!(cut(&p, "a\n\nb"), vec!["a", "\n", "\n", "b"]);
+        assert_eq!(cut(&p, "a\n\n"), vec!["a", "\n\n"]);
+        assert_eq!(cut(&p, "x  y"), vec!["x", " ", " y"]);
+        assert_eq!(cut(&p, "don't stop"), vec!["don", "'t", " stop"]);
+    }
+
+    #[test]
+    fn digits_individual() {
+        let p = PreTokenizer::from_json(&json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, {"type": "ByteLevel", "use_regex": true}]}})).unwrap();
+        assert_eq!(cut(&p, "x=123"), vec!["x", "=", "1", "2", "3"]);
+    }
+
+    #[test]
+    fn incomplete_characters() {
+        assert_eq!(incomplete_tail("é".as_bytes()), None);
+        assert_eq!(incomplete_tail(&"é".as_bytes()[..1]), Some((1, 1)));
+        assert_eq!(incomplete_tail(&"😀".as_bytes()[..2]), Some((2, 2)));
+        assert_eq!(incomplete_tail(b"a\xff"), None);
+        assert_eq!(completions(&[0xC3], 1).count(), 64);
+        assert_eq!(completions(&[0xE0], 2).count(), 32 * 64);
+    }
+
+    #[test]
+    fn invalid_bytes_are_own_pieces() {
+        let p = gpt2();
+        let text = b"ab\xffcd";
+        let pieces: Vec<_> = p.pieces(text).into_iter().map(|r| text[r].to_vec()).collect();
+        assert_eq!(pieces, vec![b"ab".to_vec(), vec![0xff], b"cd".to_vec()]);
+    }
+}

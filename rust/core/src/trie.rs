@@ -1,0 +1,206 @@
+//! The token trie, stored flat: every ordinary token sorted by its bytes. In lexicographic order
+//! the tokens that start with a given byte string form one contiguous block, so each trie node is
+//! a range `lo..hi` of this array, a node's children are consecutive sub-ranges, and the mass of
+//! a subtree is a sum over a range. Binary search finds a node in O(|prefix| log V).
+
+use crate::primitives::TokenId;
+use crate::vocab::Vocabulary;
+use std::ops::Range;
+
+#[derive(Debug, Clone)]
+pub struct TokenTrie {
+    /// Token ids in lexicographic order of their bytes (ties by id).
+    order: Vec<TokenId>,
+    /// Sorted token bytes, flat, with `starts[k]..starts[k+1]` the bytes of `order[k]`.
+    flat: Vec<u8>,
+    starts: Vec<u32>,
+    /// Position of each token id in `order` (u32::MAX for special tokens).
+    rank_of: Vec<u32>,
+    /// Child ranges of the root by first byte, precomputed because every fresh token prefix needs
+    /// all of them.
+    root_children: Vec<Range<usize>>,
+}
+
+/// A row of natural-log probabilities indexed by token id (f32 or f64, from numpy).
+pub trait LogRow: Sync {
+    fn len(&self) -> usize;
+    fn get(&self, i: usize) -> f64;
+}
+impl LogRow for [f32] {
+    fn len(&self) -> usize {
+        <[f32]>::len(self)
+    }
+    fn get(&self, i: usize) -> f64 {
+        self[i] as f64
+    }
+}
+impl LogRow for [f64] {
+    fn len(&self) -> usize {
+        <[f64]>::len(self)
+    }
+    fn get(&self, i: usize) -> f64 {
+        self[i]
+    }
+}
+
+impl TokenTrie {
+    pub fn new(vocab: &Vocabulary) -> Self {
+        let mut toks: Vec<(TokenId, &[u8])> = vocab.text_tokens().collect();
+        toks.sort_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(&b.0)));
+        let mut flat = Vec::new();
+        let mut starts = Vec::with_capacity(toks.len() + 1);
+        let mut rank_of = vec![u32::MAX; vocab.n_ids()];
+        let mut order = Vec::with_capacity(toks.len());
+        for (k, (id, b)) in toks.iter().enumerate() {
+            starts.push(flat.len() as u32);
+            flat.extend_from_slice(b);
+            rank_of[*id as usize] = k as u32;
+            order.push(*id);
+        }
+        starts.push(flat.len() as u32);
+        let mut trie = Self { order, flat, starts, rank_of, root_children: Vec::new() };
+        trie.root_children = (0..=255u8).map(|b| trie.range(&[b])).collect();
+        trie
+    }
+
+    /// Number of ordinary tokens in the trie.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+    /// Bytes of the token at sorted position `k`.
+    #[inline]
+    pub fn key(&self, k: usize) -> &[u8] {
+        &self.flat[self.starts[k] as usize..self.starts[k + 1] as usize]
+    }
+    #[inline]
+    pub fn id_at(&self, k: usize) -> TokenId {
+        self.order[k]
+    }
+    pub fn order(&self) -> &[TokenId] {
+        &self.order
+    }
+    /// Sorted position of a token id, `None` for special tokens.
+    pub fn rank(&self, id: TokenId) -> Option<usize> {
+        self.rank_of.get(id as usize).filter(|&&r| r != u32::MAX).map(|&r| r as usize)
+    }
+
+    /// Sorted positions of all tokens whose bytes start with `prefix` (the subtree of that node).
+    pub fn range(&self, prefix: &[u8]) -> Range<usize> {
+        self.range_within(0..self.order.len(), prefix, 0)
+    }
+
+    /// Like `range`, searching only inside `within`, whose tokens all share `prefix[..depth]`.
+    pub fn range_within(&self, within: Range<usize>, prefix: &[u8], depth: usize) -> Range<usize> {
+        let (mut lo, mut hi) = (within.start, within.end);
+        for d in depth..prefix.len() {
+            let b = prefix[d];
+            // Inside a node of depth d, tokens of length d come first, then bytes ascend.
+            let start = lo + self.slice_partition(lo, hi, |key| key.len() <= d || key[d] < b);
+            let end = start + self.slice_partition(start, hi, |key| key[d] <= b);
+            lo = start;
+            hi = end;
+            if lo == hi {
+                break;
+            }
+        }
+        lo..hi
+    }
+
+    /// The children of a node: for the node of `prefix` (range `node`, depth = prefix length),
+    /// the tokens equal to the prefix and the sub-range of each next byte.
+    pub fn children(&self, node: Range<usize>, depth: usize) -> Children {
+        if depth == 0 && node == (0..self.order.len()) {
+            return Children { exact: 0..0, by_byte: self.root_children.iter().enumerate().filter(|(_, r)| !r.is_empty()).map(|(b, r)| (b as u8, r.clone())).collect() };
+        }
+        let mut k = node.start;
+        while k < node.end && self.key(k).len() == depth {
+            k += 1;
+        }
+        let exact = node.start..k;
+        let mut by_byte = Vec::new();
+        while k < node.end {
+            let b = self.key(k)[depth];
+            let end = k + self.slice_partition(k, node.end, |key| key[depth] <= b);
+            by_byte.push((b, k..end));
+            k = end;
+        }
+        Children { exact, by_byte }
+    }
+
+    fn slice_partition(&self, lo: usize, hi: usize, pred: impl Fn(&[u8]) -> bool) -> usize {
+        // Binary search over sorted positions lo..hi for the first position where pred fails.
+        let (mut a, mut b) = (lo, hi);
+        while a < b {
+            let m = (a + b) / 2;
+            if pred(self.key(m)) {
+                a = m + 1;
+            } else {
+                b = m;
+            }
+        }
+        a - lo
+    }
+
+    /// Log of the total probability of the tokens starting with `prefix`.
+    pub fn prefix_logmass<R: LogRow + ?Sized>(&self, row: &R, prefix: &[u8]) -> f64 {
+        let r = self.range(prefix);
+        log_sum_range(self, row, r)
+    }
+
+    /// Log masses of the 256 children of the node `prefix`: entry b is the log probability that
+    /// the next token starts with `prefix + [b]`.
+    pub fn child_logmasses<R: LogRow + ?Sized>(&self, row: &R, prefix: &[u8]) -> [f64; 256] {
+        let node = self.range(prefix);
+        let mut out = [f64::NEG_INFINITY; 256];
+        for (b, r) in self.children(node, prefix.len()).by_byte {
+            out[b as usize] = log_sum_range(self, row, r);
+        }
+        out
+    }
+
+    /// Ids of the tokens whose bytes start with `prefix`.
+    pub fn tokens_with_prefix(&self, prefix: &[u8]) -> Vec<TokenId> {
+        self.range(prefix).map(|k| self.order[k]).collect()
+    }
+
+    /// Tokens that are themselves prefixes of `data`, as (id, length), shortest first.
+    pub fn tokens_prefixing(&self, data: &[u8]) -> Vec<(TokenId, usize)> {
+        let mut out = Vec::new();
+        let mut node = 0..self.order.len();
+        for d in 0..data.len() {
+            node = self.range_within(node, &data[..d + 1], d);
+            if node.is_empty() {
+                break;
+            }
+            for k in node.clone() {
+                if self.key(k).len() == d + 1 {
+                    out.push((self.order[k], d + 1));
+                } else {
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Tokens equal to a node's prefix, and the child ranges by next byte.
+pub struct Children {
+    pub exact: Range<usize>,
+    pub by_byte: Vec<(u8, Range<usize>)>,
+}
+
+fn log_sum_range<R: LogRow + ?Sized>(trie: &TokenTrie, row: &R, r: Range<usize>) -> f64 {
+    let mut m = f64::NEG_INFINITY;
+    for k in r.clone() {
+        m = m.max(row.get(trie.order[k] as usize));
+    }
+    if m == f64::NEG_INFINITY {
+        return m;
+    }
+    let s: f64 = r.map(|k| (row.get(trie.order[k] as usize) - m).exp()).sum();
+    m + s.ln()
+}

@@ -1,0 +1,137 @@
+//! `CoverEngine` and `TokenHealer` bindings. Rows arrive as a 2-D numpy array (one row per
+//! requested node, float32 or float64, C-contiguous) and are read in place.
+
+use crate::errors::{IntoPy, LogitsShapeError};
+use crate::tokenizer::PyTokenizer;
+use bytecover_core::engine::{CoverEngine, EngineConfig};
+use bytecover_core::{healing, TokenId};
+use numpy::{PyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+#[pyclass(name = "CoverEngine", module = "bytecover._core")]
+pub struct PyCoverEngine {
+    inner: CoverEngine,
+}
+
+fn check_rows(shape: &[usize], n_nodes: usize, width: usize, contiguous: bool) -> PyResult<()> {
+    if shape[0] != n_nodes || shape[1] != width {
+        return Err(LogitsShapeError::new_err(format!(
+            "rows have shape {:?}, expected ({n_nodes}, {width}): one row per requested node, one column per token id (trim padded logits)",
+            shape
+        )));
+    }
+    if !contiguous {
+        return Err(LogitsShapeError::new_err("rows are not C-contiguous; pass np.ascontiguousarray(rows)"));
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl PyCoverEngine {
+    /// Engine for the user text `prompt`. `eos_ids` are the ids whose mass is end-of-text.
+    #[new]
+    #[pyo3(signature = (tokenizer, prompt, eos_ids, tolerance=0.0, threads=None))]
+    fn new(py: Python<'_>, tokenizer: &PyTokenizer, prompt: &[u8], eos_ids: Vec<TokenId>, tolerance: f64, threads: Option<usize>) -> PyResult<Self> {
+        let mut cfg = EngineConfig { tolerance, ..EngineConfig::default() };
+        if let Some(t) = threads {
+            cfg.threads = t.max(1);
+        }
+        let (c, t, p) = (tokenizer.inner.clone(), tokenizer.trie.clone(), prompt.to_vec());
+        let inner = py.detach(move || CoverEngine::new(c, t, &p, eos_ids, cfg)).py_err()?;
+        Ok(Self { inner })
+    }
+
+    /// (row requests, score requests): lists of (node id, token ids).
+    fn requests(&self) -> (Vec<(usize, Vec<TokenId>)>, Vec<(usize, Vec<TokenId>)>) {
+        let r = self.inner.requests();
+        (r.rows, r.scores)
+    }
+
+    /// Rows for `nodes`, in order: a (len(nodes), n_logits) float32/float64 array.
+    fn provide_rows(&mut self, py: Python<'_>, nodes: Vec<usize>, rows: &Bound<'_, PyAny>) -> PyResult<()> {
+        let width = self.inner_width();
+        if let Ok(a) = rows.extract::<PyReadonlyArray2<f32>>() {
+            check_rows(a.shape(), nodes.len(), width, a.is_c_contiguous())?;
+            let data = a.as_slice().unwrap();
+            let inner = &mut self.inner;
+            py.detach(|| nodes.iter().enumerate().try_for_each(|(i, &n)| inner.provide_row(n, &data[i * width..(i + 1) * width]))).py_err()
+        } else if let Ok(a) = rows.extract::<PyReadonlyArray2<f64>>() {
+            check_rows(a.shape(), nodes.len(), width, a.is_c_contiguous())?;
+            let data = a.as_slice().unwrap();
+            let inner = &mut self.inner;
+            py.detach(|| nodes.iter().enumerate().try_for_each(|(i, &n)| inner.provide_row(n, &data[i * width..(i + 1) * width]))).py_err()
+        } else {
+            Err(LogitsShapeError::new_err("rows must be a 2-D float32 or float64 numpy array"))
+        }
+    }
+
+    fn provide_scores(&mut self, nodes: Vec<usize>, scores: Vec<f64>) -> PyResult<()> {
+        if nodes.len() != scores.len() {
+            return Err(LogitsShapeError::new_err(format!("{} nodes but {} scores", nodes.len(), scores.len())));
+        }
+        nodes.iter().zip(scores).try_for_each(|(&n, s)| self.inner.provide_score(n, s)).py_err()
+    }
+
+    /// (log-probabilities over 257 slots, log Σ numerators, log P(x...), skipped-mass bound).
+    fn distribution<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray1<f64>>, f64, f64, f64)> {
+        let d = self.inner.distribution().py_err()?;
+        Ok((PyArray1::from_slice(py, &d.logprobs), d.log_total, d.log_prefix, d.skipped_bound))
+    }
+
+    fn advance(&mut self, py: Python<'_>, byte: u8) -> PyResult<()> {
+        let inner = &mut self.inner;
+        py.detach(|| inner.advance(byte)).py_err()
+    }
+
+    /// Internal bytes so far (start prefix included).
+    #[getter]
+    fn text<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.inner.text())
+    }
+
+    /// (node id, end offset) of every group.
+    fn groups(&self) -> Vec<(usize, usize)> {
+        self.inner.group_nodes()
+    }
+
+    fn tokens(&self, node: usize) -> Vec<TokenId> {
+        self.inner.tokens(node)
+    }
+
+    /// Counters: validity checks, mask cache hits, rows received, nodes created / skipped.
+    fn stats(&self) -> (u64, u64, u64, u64, u64) {
+        let s = &self.inner.stats;
+        (s.validity_checks, s.mask_cache_hits, s.rows_received, s.nodes_created, s.nodes_skipped)
+    }
+}
+
+impl PyCoverEngine {
+    fn inner_width(&self) -> usize {
+        self.inner.n_logits()
+    }
+}
+
+/// Token healing baseline: where to cut, and which tokens stay allowed.
+#[pyclass(name = "TokenHealer", module = "bytecover._core", frozen)]
+pub struct PyTokenHealer {
+    tok: Py<PyTokenizer>,
+}
+
+#[pymethods]
+impl PyTokenHealer {
+    #[new]
+    fn new(tokenizer: Py<PyTokenizer>) -> Self {
+        Self { tok: tokenizer }
+    }
+    /// (number of tokens kept, removed bytes).
+    fn plan<'py>(&self, py: Python<'py>, tokens: Vec<TokenId>) -> (usize, Bound<'py, PyBytes>) {
+        let t = self.tok.get();
+        let p = healing::plan(t.inner.vocab(), &t.trie, &tokens);
+        (p.keep, PyBytes::new(py, &p.removed))
+    }
+    /// Ids consistent with the bytes still to be produced.
+    fn allowed(&self, remaining: &[u8]) -> Vec<TokenId> {
+        healing::allowed(&self.tok.get().trie, remaining)
+    }
+}
