@@ -90,6 +90,11 @@ impl Canonicalizer {
     /// tokens before the anchor are already known to be right.
     pub fn valid_from(&self, text: &[u8], tail: &[TokenId]) -> bool {
         let starts_with = |t: &[u8]| self.encode(t).map(|e| e.len() >= tail.len() && e[..tail.len()] == *tail).unwrap_or(false);
+        // Only texts that can still become valid UTF-8 exist: the model never saw other bytes.
+        let complete_part = text.len() - incomplete_tail(text).map_or(0, |(have, _)| have);
+        if std::str::from_utf8(&text[..complete_part]).is_err() {
+            return false;
+        }
         match incomplete_tail(text) {
             None => {
                 let mut buf = text.to_vec();

@@ -198,6 +198,12 @@ impl CoverEngine {
         Ok(Some(self.nodes.len() - 1))
     }
 
+    /// Token sequences of every valid token prefix that spells a prefix of the text, found
+    /// without the model (scoring fetches all their rows in batches up front).
+    pub fn all_prefixes(&self) -> Vec<Vec<TokenId>> {
+        (0..self.nodes.len()).map(|n| self.tokens(n)).collect()
+    }
+
     /// Token sequence of a node.
     pub fn tokens(&self, mut node: NodeId) -> Vec<TokenId> {
         let mut out = Vec::new();

@@ -42,6 +42,13 @@ impl PyCoverEngine {
         Ok(Self { inner })
     }
 
+    /// Every valid token prefix spelling a prefix of `text` (user bytes), found without a model.
+    #[staticmethod]
+    fn prefixes_along(py: Python<'_>, tokenizer: &PyTokenizer, text: &[u8]) -> PyResult<Vec<Vec<TokenId>>> {
+        let (c, t, p) = (tokenizer.inner.clone(), tokenizer.trie.clone(), text.to_vec());
+        py.detach(move || CoverEngine::new(c, t, &p, vec![], EngineConfig::default()).map(|e| e.all_prefixes())).py_err()
+    }
+
     /// (row requests, score requests): lists of (node id, token ids).
     fn requests(&self) -> (Vec<(usize, Vec<TokenId>)>, Vec<(usize, Vec<TokenId>)>) {
         let r = self.inner.requests();

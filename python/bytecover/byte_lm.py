@@ -1,0 +1,319 @@
+"""`ByteLM`: any token language model as an exact byte-level model.
+
+The Rust engine keeps the covers of the current byte prefix and says which token prefixes it
+needs next-token rows for; `ByteState` answers those requests with one batched call to the
+`TokenLM` per step and hands the rows over without copying.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .sampling import EOS, SamplingConfig, sample
+from .token_lm import HFTokenLM, TokenLM
+
+Text = str | bytes
+
+
+@dataclass
+class CallStats:
+    """What the model and the engine cost (for benchmarks and the one-call-per-byte contract)."""
+
+    model_calls: int = 0
+    rows: int = 0
+    scores: int = 0
+    model_seconds: float = 0.0
+    engine_seconds: float = 0.0
+
+
+class ByteState:
+    """The exact next-byte distribution after a byte prefix, advanced one byte at a time."""
+
+    def __init__(self, lm: ByteLM, prefix: bytes, tolerance: float = 0.0, row_cache: dict[tuple[int, ...], np.ndarray] | None = None) -> None:
+        self.lm = lm
+        self.stats = CallStats()
+        self._row_cache = row_cache
+        t0 = time.perf_counter()
+        self.engine = _core.CoverEngine(lm.core, prefix, lm.eos_ids, tolerance=tolerance)
+        self.stats.engine_seconds += time.perf_counter() - t0
+        self._ready = False
+
+    def _fulfil(self) -> None:
+        rows, scores = self.engine.requests()
+        if scores:
+            t0 = time.perf_counter()
+            values = sequence_logprob(self.lm.token_lm, [toks for _, toks in scores])
+            self.stats.model_seconds += time.perf_counter() - t0
+            self.stats.scores += len(scores)
+            self.engine.provide_scores([n for n, _ in scores], [float(v) for v in values])
+        if rows:
+            seqs = [tuple(toks) for _, toks in rows]
+            t0 = time.perf_counter()
+            if self._row_cache is not None and all(s in self._row_cache for s in seqs):
+                block = np.stack([self._row_cache[s] for s in seqs])
+            else:
+                block = self.lm.token_lm.logprobs([list(s) for s in seqs])
+                self.stats.model_calls += 1
+            self.stats.model_seconds += time.perf_counter() - t0
+            self.stats.rows += len(rows)
+            t0 = time.perf_counter()
+            self.engine.provide_rows([n for n, _ in rows], np.ascontiguousarray(block))
+            self.stats.engine_seconds += time.perf_counter() - t0
+        self._ready = True
+
+    def distribution(self) -> tuple[np.ndarray, float, float, float]:
+        """(257 log-probabilities, log Σ numerators, log P(prefix...), skipped-mass bound)."""
+        if not self._ready:
+            self._fulfil()
+        t0 = time.perf_counter()
+        out = self.engine.distribution()
+        self.stats.engine_seconds += time.perf_counter() - t0
+        return out
+
+    def logprobs(self) -> np.ndarray:
+        return self.distribution()[0]
+
+    def advance(self, byte: int) -> None:
+        if not self._ready:
+            self._fulfil()
+        t0 = time.perf_counter()
+        self.engine.advance(byte)
+        self.stats.engine_seconds += time.perf_counter() - t0
+        self._ready = False
+
+    @property
+    def text(self) -> bytes:
+        """User bytes so far (the tokenizer's start prefix removed)."""
+        return bytes(self.engine.text)[len(self.lm.core.start_prefix):]
+
+
+@dataclass
+class Score:
+    """Byte-level likelihood of a text."""
+
+    logprob: float
+    """Natural log of P(text, then end of text)."""
+    prefix_logprob: float
+    """Natural log of P(the text starts with these bytes)."""
+    per_byte: np.ndarray
+    """Surprisal of each byte in bits, given the bytes before it."""
+    noncanonical_nats: float
+    """Mass the model put on token sequences no text encodes to, removed by the engine (nats)."""
+    n_bytes: int = field(default=0)
+
+    @property
+    def bits_per_byte(self) -> float:
+        return float(-self.prefix_logprob / (max(self.n_bytes, 1) * math.log(2)))
+
+
+def _as_bytes(text: Text) -> bytes:
+    if isinstance(text, str):
+        return text.encode("utf-8")
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        return bytes(text)
+    raise TypeError(f"expected str or bytes, got {type(text).__name__}")
+
+
+class ByteModel:
+    """What every byte-level model offers once it can make a `state`: sampling, streaming and
+    scoring. `ByteLM`, `Ensemble` and `ProxyTuned` share this code."""
+
+    def state(self, prefix: Text = b"") -> Any:  # pragma: no cover - abstract
+        """An object with `distribution()` -> (257 log-probs, log Σ, log P(prefix...), bound) and `advance(byte)`."""
+        raise NotImplementedError
+
+    def _scoring_state(self, data: bytes) -> Any:
+        """State used by `score` (subclasses may prefetch all model rows in batches)."""
+        return self.state(b"")
+
+    def next_byte_logprobs(self, prefix: Text = b"") -> np.ndarray:
+        """Exact natural-log next-byte distribution, shape (257,): bytes 0-255, then EOS."""
+        return np.asarray(self.state(prefix).distribution()[0])
+
+    def stream(self, prompt: Text, *, max_new_bytes: int = 256, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None, stop: Sequence[Text] | None = None) -> Iterator[Text]:
+        """Yield the continuation piece by piece as it is decided (str pieces hold whole characters)."""
+        as_str = isinstance(prompt, str)
+        cfg = SamplingConfig(temperature, top_k, top_p)
+        rng = np.random.default_rng(seed)
+        stops = [_as_bytes(s) for s in (stop or [])]
+        state = self.state(prompt)
+        out = bytearray()
+        emitted = 0
+        hold = max((len(s) for s in stops), default=1) - 1
+        for _ in range(max_new_bytes):
+            b = sample(state.distribution()[0], cfg, rng)
+            if b == EOS:
+                break
+            out.append(b)
+            hit = _find_stop(out, stops)
+            if hit is not None:
+                del out[hit:]
+                break
+            state.advance(b)
+            # Hold back bytes that could still begin a stop string, and partial characters.
+            ready = _safe_end(out, emitted, len(out) - hold if stops else len(out), as_str)
+            if ready > emitted:
+                yield _piece(out[emitted:ready], as_str)
+                emitted = ready
+        if len(out) > emitted:
+            yield _piece(out[emitted:], as_str)
+
+    def generate(self, prompt: Text, **kw: Any) -> Text:
+        """The continuation of `prompt`: `str` for a `str` prompt (whole characters), else bytes."""
+        pieces = list(self.stream(prompt, **kw))
+        return "".join(pieces) if isinstance(prompt, str) else b"".join(pieces)  # type: ignore[arg-type]
+
+    def score(self, text: Text) -> Score:
+        """Exact byte-level log-likelihood of `text` (all token prefixes evaluated in batches)."""
+        data = _as_bytes(text)
+        state = self._scoring_state(data)
+        per_byte = np.empty(len(data))
+        removed = 0.0
+        for i, b in enumerate(data):
+            lp, log_total, log_prefix, _ = state.distribution()
+            removed += log_prefix - log_total
+            per_byte[i] = -lp[b] / math.log(2)
+            state.advance(b)
+        lp, log_total, log_prefix, _ = state.distribution()
+        removed += log_prefix - log_total
+        prefix_lp = float(-per_byte.sum() * math.log(2))
+        return Score(logprob=prefix_lp + float(lp[EOS]), prefix_logprob=prefix_lp, per_byte=per_byte, noncanonical_nats=removed, n_bytes=len(data))
+
+
+class ByteLM(ByteModel):
+    """An exact byte-level view of a token language model.
+
+    ``ByteLM(model, tokenizer)`` wraps a transformers causal LM and its tokenizer;
+    ``ByteLM(token_lm, tokenizer)`` any object with the `TokenLM` protocol;
+    ``ByteLM.from_pretrained(name)`` a registry name (see `bytecover.models`) or a local HF directory.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, eos_ids: Sequence[int] | None = None, tolerance: float = 0.0, max_prompt_tokens: int | None = None) -> None:
+        self.tokenizer = tokenizer
+        if hasattr(model, "logprobs") and hasattr(model, "vocab_size"):
+            self.token_lm: TokenLM = model
+            self.model = getattr(model, "model", None)
+        else:
+            self.token_lm = HFTokenLM(model, tokenizer)
+            self.model = model
+        self.core = _core.Tokenizer.from_json(_tokenizer_json(tokenizer), n_logits=int(self.token_lm.vocab_size))
+        self.eos_ids = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer)
+        self.tolerance = tolerance
+        self.max_prompt_tokens = max_prompt_tokens or _max_positions(self.model)
+        self._special_texts = [s for s in (self.core.token_string(i) for i in self.core.special_ids) if s]
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, device: str = "cpu", dtype: Any = None, **kw: Any) -> ByteLM:
+        from . import models
+
+        model = models.load_model(name_or_path, device=device, dtype=dtype) if dtype is not None else models.load_model(name_or_path, device=device)
+        tokenizer = models.load_tokenizer(name_or_path)
+        return cls(model, tokenizer, **kw)
+
+    # -- input checks -------------------------------------------------------------------------
+    def _check_prompt(self, prompt: bytes) -> None:
+        for s in self._special_texts:
+            if s.encode() in prompt:
+                raise ValueError(
+                    f"the prompt contains the special-token text {s!r}; the tokenizer would turn it into a control "
+                    "token, which has no bytes. Remove it, or feed control tokens through the token-level API"
+                )
+        if self.max_prompt_tokens is not None:
+            n = len(self.core.encode(prompt))
+            if n >= self.max_prompt_tokens:
+                raise ValueError(f"the prompt is {n} tokens long; the model accepts at most {self.max_prompt_tokens}. Shorten it")
+
+    def state(self, prefix: Text = b"", *, tolerance: float | None = None) -> ByteState:
+        data = _as_bytes(prefix)
+        self._check_prompt(data)
+        return ByteState(self, data, tolerance=self.tolerance if tolerance is None else tolerance)
+
+    def _scoring_state(self, data: bytes) -> ByteState:
+        self._check_prompt(data)
+        return ByteState(self, b"", row_cache=self._rows_for(data))
+
+    def _rows_for(self, data: bytes) -> dict[tuple[int, ...], np.ndarray]:
+        """Rows for every valid token prefix spelling a prefix of `data`, in batched calls."""
+        seqs = {tuple(t) for t in _core.CoverEngine.prefixes_along(self.core, data)}
+        seqs.add(())
+        ordered = sorted(seqs, key=lambda s: (len(s), s))
+        cache: dict[tuple[int, ...], np.ndarray] = {}
+        batch = 16
+        for i in range(0, len(ordered), batch):
+            chunk = ordered[i : i + batch]
+            rows = self.token_lm.logprobs([list(s) for s in chunk])
+            for s, r in zip(chunk, rows):
+                cache[s] = np.asarray(r)
+        return cache
+
+
+def sequence_logprob(lm: Any, seqs: list[list[int]]) -> np.ndarray:
+    """log p(seq) for each seq: the backend's own method when it has one, else a sum of rows."""
+    if hasattr(lm, "sequence_logprob"):
+        return np.asarray(lm.sequence_logprob(seqs), dtype=np.float64)
+    prefixes = [s[:k] for s in seqs for k in range(len(s))]
+    rows = lm.logprobs(prefixes) if prefixes else np.empty((0, 0))
+    out, i = np.zeros(len(seqs)), 0
+    for j, s in enumerate(seqs):
+        for t in s:
+            out[j] += float(rows[i][t])
+            i += 1
+    return out
+
+
+def _find_stop(out: bytearray, stops: list[bytes]) -> int | None:
+    for s in stops:
+        if s and out.endswith(s):
+            return len(out) - len(s)
+    return None
+
+
+def _safe_end(out: bytearray, start: int, limit: int, as_str: bool) -> int:
+    """End of the longest piece out[start:end] that can be emitted now (whole characters)."""
+    end = max(start, min(limit, len(out)))
+    if not as_str:
+        return end
+    while end > start:
+        try:
+            bytes(out[start:end]).decode("utf-8")
+            return end
+        except UnicodeDecodeError:
+            end -= 1
+    return start
+
+
+def _piece(b: bytearray, as_str: bool) -> Text:
+    return bytes(b).decode("utf-8", errors="replace") if as_str else bytes(b)
+
+
+def _tokenizer_json(tokenizer: Any) -> str:
+    if isinstance(tokenizer, _core.Tokenizer):
+        raise TypeError("pass the Hugging Face tokenizer, not a bytecover._core.Tokenizer")
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is None and hasattr(tokenizer, "to_str"):
+        backend = tokenizer
+    if backend is None:
+        raise _core.UnsupportedTokenizerError(
+            f"{type(tokenizer).__name__} is not a fast (Rust-backed) Hugging Face tokenizer; load it with use_fast=True"
+        )
+    return str(backend.to_str())
+
+
+def _default_eos(tokenizer: Any) -> list[int]:
+    ids = getattr(tokenizer, "eos_token_id", None)
+    if ids is None:
+        return []
+    return list(ids) if isinstance(ids, (list, tuple)) else [int(ids)]
+
+
+def _max_positions(model: Any) -> int | None:
+    cfg = getattr(model, "config", None)
+    n = getattr(cfg, "max_position_embeddings", None) if cfg is not None else None
+    return int(n) if n else None
