@@ -1,0 +1,222 @@
+"""HFTokenLM against plain uncached forwards on tiny random models (plus SmolLM2 when present)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+try:
+    from bytecover.token_lm import HFTokenLM, TokenLM, TokenLMBase, detect_start_ids
+except ImportError:  # source checkout without an installed package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+    from bytecover.token_lm import HFTokenLM, TokenLM, TokenLMBase, detect_start_ids
+
+BOS = 1
+SMOLLM2 = Path.home() / ".cache" / "bytecover" / "models" / "smollm2-135m"
+
+
+def tiny_llama(vocab: int = 50, seed: int = 0, **overrides):
+    """A seeded 2-layer Llama small enough to run hundreds of forwards per test."""
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512, **overrides,
+    )
+    return transformers.AutoModelForCausalLM.from_config(cfg).eval()
+
+
+class FakeTokenizer:
+    """Tokenizer-shaped object: `len` gives the id count, encoding "a" shows the BOS it adds."""
+
+    def __init__(self, n_ids: int, bos: int | None = BOS):
+        self.n_ids, self.bos_token_id = n_ids, bos
+
+    def __len__(self) -> int:
+        return self.n_ids
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
+        ids = [5]
+        return {"input_ids": ([self.bos_token_id] if add_special_tokens and self.bos_token_id is not None else []) + ids}
+
+
+_REFERENCE: dict = {}
+
+
+def reference_rows(model, prefixes, start=(BOS,), width=None) -> np.ndarray:
+    """One full forward per prefix, no cache: the ground truth (memoised: forwards are slow here)."""
+    rows = []
+    with torch.inference_mode():
+        for p in prefixes:
+            key = (model, tuple(start), tuple(int(t) for t in p), width)
+            if key not in _REFERENCE:
+                logits = model(torch.tensor([list(start) + list(p)])).logits[0, -1].float()
+                _REFERENCE[key] = torch.log_softmax(logits[:width], dim=-1).numpy()
+            rows.append(_REFERENCE[key])
+    return np.stack(rows)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return tiny_llama()
+
+
+def test_protocol_and_shapes(llama):
+    lm = HFTokenLM(llama, FakeTokenizer(50))
+    assert isinstance(lm, TokenLM)
+    assert lm.start_ids == [BOS] and lm.vocab_size == 50
+    out = lm.logprobs([[3, 4], [], [7]])
+    assert out.shape == (3, 50) and out.dtype == np.float32
+    np.testing.assert_allclose(np.logaddexp.reduce(out.astype(np.float64), axis=1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out, reference_rows(llama, [[3, 4], [], [7]]), atol=1e-5)
+    assert lm.logprobs([]).shape == (0, 50)
+
+
+# A call sequence: each step moves a "trunk" (grow / branch back / jump to unrelated text) and
+# asks for a batch of 1-8 prefixes = trunk + 0-3 extra tokens, like the byte engine does.
+token = st.integers(0, 49)
+step = st.tuples(
+    st.sampled_from(["grow", "back", "jump", "same"]),
+    st.lists(token, min_size=1, max_size=4),
+    st.integers(0, 30),
+    st.lists(st.lists(token, max_size=3), min_size=1, max_size=8),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    start=st.lists(token, max_size=25),
+    steps=st.lists(step, min_size=1, max_size=8),
+    memo=st.sampled_from([0, 64]),
+    fold=st.sampled_from([0, 8, 1000]),
+)
+def test_cached_rows_equal_full_forward(llama, start, steps, memo, fold):
+    lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50, memo_size=memo, fold_tokens=fold)
+    trunk = list(start)
+    for kind, new, back, tails in steps:
+        if kind == "grow":
+            trunk += new
+        elif kind == "back":
+            trunk = trunk[: max(0, len(trunk) - back)] + new[:1]
+        elif kind == "jump":
+            trunk = new * 3
+        prefixes = [trunk + t for t in tails]
+        out = lm.logprobs(prefixes)
+        np.testing.assert_allclose(out, reference_rows(llama, prefixes), atol=1e-5)
+
+
+def test_uncached_path_matches(llama):
+    lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50, cache_reuse=False, max_batch_tokens=10)
+    prefixes = [[1, 2, 3], [4], [], [9] * 12, [1, 2, 3, 4, 5]]
+    np.testing.assert_allclose(lm.logprobs(prefixes), reference_rows(llama, prefixes), atol=1e-5)
+
+
+def test_sliding_window_model_matches():
+    """Cache reuse stays exact when layers only see a window of 3 past tokens."""
+    torch.manual_seed(1)
+    cfg = transformers.MistralConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=2, num_key_value_heads=1, sliding_window=3)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    lm = HFTokenLM(model, bos_ids=[BOS], vocab_size=50)
+    rng = np.random.default_rng(0)
+    trunk = list(rng.integers(0, 50, 8))
+    for _ in range(10):
+        trunk.append(int(rng.integers(50)))
+        prefixes = [trunk + list(rng.integers(0, 50, k)) for k in (0, 1, 2, 1)]
+        np.testing.assert_allclose(lm.logprobs(prefixes), reference_rows(model, prefixes), atol=1e-5)
+
+
+def test_padding_columns_trimmed():
+    model = tiny_llama(vocab=40)
+    lm = HFTokenLM(model, FakeTokenizer(37))
+    assert lm.vocab_size == 37 and lm.n_logits == 40
+    prefixes = [[3, 36], [], [5, 6, 7]]
+    out = lm.logprobs(prefixes)
+    assert out.shape == (3, 37)
+    np.testing.assert_allclose(out, reference_rows(model, prefixes, width=37), atol=1e-5)
+    np.testing.assert_allclose(np.logaddexp.reduce(out.astype(np.float64), axis=1), 0.0, atol=1e-5)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        lm.logprobs([[38]])
+
+
+def test_narrower_logits_raise():
+    with pytest.raises(ValueError, match=r"30 logits.*37 ids"):
+        HFTokenLM(tiny_llama(vocab=30), FakeTokenizer(37))
+
+
+def test_nan_logits_raise():
+    model = tiny_llama(seed=3)
+    model.lm_head.register_forward_hook(lambda mod, inp, out: out * float("nan"))
+    lm = HFTokenLM(model, bos_ids=[BOS], vocab_size=50)
+    with pytest.raises(FloatingPointError, match=r"\[4, 2\]"):
+        lm.logprobs([[4, 2]])
+
+
+def test_bfloat16_model_runs():
+    model = tiny_llama(seed=4).to(torch.bfloat16)
+    lm = HFTokenLM(model, bos_ids=[BOS], vocab_size=50)
+    trunk = [3, 1, 4, 1, 5, 9, 2, 6]
+    lm.logprobs([trunk])
+    out = lm.logprobs([trunk + [5], trunk + [3, 5]])
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    np.testing.assert_allclose(np.logaddexp.reduce(out.astype(np.float64), axis=1), 0.0, atol=1e-5)
+    ref = reference_rows(model, [trunk + [5], trunk + [3, 5]])
+    np.testing.assert_allclose(out, ref, atol=0.1)  # bf16 rounding differs between cached/uncached
+
+
+def test_sequence_logprob(llama):
+    lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50, max_batch_tokens=12)
+    seqs = [[3, 4, 5], [], [7], [8, 8, 8, 8, 8, 8, 2], [3, 4]]
+    got = lm.sequence_logprob(seqs)
+    assert got.dtype == np.float64 and got[1] == 0.0
+    expected = [sum(reference_rows(llama, [s[:j]])[0, t] for j, t in enumerate(s)) for s in seqs]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    default = TokenLMBase.sequence_logprob(HFTokenLM(llama, bos_ids=[BOS], vocab_size=50), seqs)
+    np.testing.assert_allclose(default, expected, atol=1e-4)
+
+
+def test_counters_and_memo(llama):
+    lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50)
+    trunk = list(range(2, 42))
+    lm.logprobs([trunk])
+    assert (lm.n_calls, lm.n_tokens_fed) == (1, 41)
+    lm.logprobs([trunk + [t] for t in (3, 4, 5, 6)])  # trunk extended by one token, batch 4
+    assert (lm.n_calls, lm.n_tokens_fed) == (2, 45)
+    lm.logprobs([trunk + [4, t] for t in (7, 8)])  # next byte: one of them grew
+    assert (lm.n_calls, lm.n_tokens_fed) == (3, 47)
+    lm.logprobs([trunk + [4, 7], trunk + [4, 8]])  # repeated request: memo, no forward
+    assert (lm.n_calls, lm.n_tokens_fed) == (3, 47)
+    lm.logprobs([trunk[:10] + [1], trunk[:10] + [2]])  # diverge: crop back, feed only the tails
+    assert (lm.n_calls, lm.n_tokens_fed) == (4, 49)
+
+
+def test_start_tokens():
+    assert detect_start_ids(FakeTokenizer(50)) == [BOS]
+    assert detect_start_ids(FakeTokenizer(50, bos=None)) == []
+    lm = HFTokenLM(tiny_llama(), FakeTokenizer(50, bos=None))
+    assert lm.start_ids == []
+    with pytest.raises(ValueError, match="start tokens"):
+        lm.logprobs([[]])
+    with pytest.raises(ValueError, match="start tokens"):
+        lm.sequence_logprob([[3, 4]])
+    np.testing.assert_allclose(lm.logprobs([[3, 4]]), reference_rows(lm.model, [[3, 4]], start=()), atol=1e-5)
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not (SMOLLM2 / "config.json").exists(), reason="SmolLM2-135M not converted yet")
+def test_smollm2_knows_paris():
+    tok = transformers.AutoTokenizer.from_pretrained(SMOLLM2)
+    model = transformers.AutoModelForCausalLM.from_pretrained(SMOLLM2, dtype=torch.float32)
+    lm = HFTokenLM(model, tok)
+    assert lm.vocab_size == len(tok)
+    ids = tok("The capital of France is", add_special_tokens=False)["input_ids"]
+    row = lm.logprobs([ids])[0]
+    assert tok.decode([int(row.argmax())]) == " Paris"
+    np.testing.assert_allclose(row, reference_rows(model, [ids], start=lm.start_ids)[0], atol=1e-4)
