@@ -261,7 +261,15 @@ impl CoverEngine {
         let order = self.trie.order();
         let probs: Vec<f64> = order.iter().zip(valid.iter()).map(|(&id, &ok)| if ok { (row.get(id as usize) - shift).exp() } else { 0.0 }).collect();
         let nd = &self.nodes[node];
-        let eos_logp = if nd.end == self.text.len() && self.canon.complete_from(&self.text[nd.anchor..nd.end], &nd.tail) && nd.end >= self.canon.vocab().start_prefix().len() {
+        // EOS belongs to the canonical encoding of the whole text. With a dummy prefix the empty
+        // user text encodes to no tokens at all, so there it is the root's EOS.
+        let sp = self.canon.vocab().start_prefix().len();
+        let is_eos_node = if self.text.len() == sp && sp > 0 {
+            node == 0
+        } else {
+            nd.end == self.text.len() && self.canon.complete_from(&self.text[nd.anchor..nd.end], &nd.tail)
+        };
+        let eos_logp = if is_eos_node {
             self.eos.iter().map(|&e| row.get(e as usize)).fold(f64::NEG_INFINITY, log_add)
         } else {
             f64::NEG_INFINITY
@@ -343,10 +351,9 @@ impl CoverEngine {
             let depth = n - nd.end;
             let base = logp + nd.shift;
             let children = self.trie.children(range.clone(), depth);
+            // Covers whose last token ends exactly here are the fresh nodes (counted below with
+            // p(T')); this group adds the covers whose last token reaches past the end.
             let mut group_total = 0.0;
-            for k in children.exact.clone() {
-                group_total += probs[k];
-            }
             for (b, r) in children.by_byte {
                 let s: f64 = probs[r].iter().sum();
                 if s > 0.0 {
@@ -358,11 +365,9 @@ impl CoverEngine {
                 prefix = log_add(prefix, base + group_total.ln());
             }
             if depth == 0 {
-                num[256] = log_add(num[256], logp + nd.eos_logp);
+                prefix = log_add(prefix, logp);
             }
-        }
-        if n == self.canon.vocab().start_prefix().len() {
-            prefix = 0.0; // the empty text: P("" ...) = 1
+            num[256] = log_add(num[256], logp + nd.eos_logp);
         }
         let total = num.iter().cloned().fold(f64::NEG_INFINITY, log_add);
         if total == f64::NEG_INFINITY {
