@@ -367,7 +367,10 @@ impl CoverEngine {
             if depth == 0 {
                 prefix = log_add(prefix, logp);
             }
-            num[256] = log_add(num[256], logp + nd.eos_logp);
+            let sp = self.canon.vocab().start_prefix().len();
+            if depth == 0 || (*node == 0 && n == sp) {
+                num[256] = log_add(num[256], logp + nd.eos_logp);
+            }
         }
         let total = num.iter().cloned().fold(f64::NEG_INFINITY, log_add);
         if total == f64::NEG_INFINITY {
