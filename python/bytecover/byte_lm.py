@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _core
 from .sampling import EOS, SamplingConfig, sample
-from .token_lm import HFTokenLM, TokenLM
+from .token_lm import HFTokenLM, TokenLM, detect_start_ids
 
 Text = str | bytes
 
@@ -201,7 +201,10 @@ class ByteLM(ByteModel):
             self.token_lm: TokenLM = model
             self.model = getattr(model, "model", None)
         else:
-            self.token_lm = HFTokenLM(model, tokenizer)
+            # A document starts after BOS; tokenizers without one (SmolLM2, Qwen, GPT-2) separate
+            # documents with their end-of-text token, so that is the start context here.
+            start = detect_start_ids(tokenizer) or _default_eos(tokenizer)[:1]
+            self.token_lm = HFTokenLM(model, tokenizer, bos_ids=start)
             self.model = model
         self.core = _core.Tokenizer.from_json(_tokenizer_json(tokenizer), n_logits=int(self.token_lm.vocab_size))
         self.eos_ids = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer)

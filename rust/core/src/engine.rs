@@ -51,6 +51,15 @@ struct Node {
     valid: Option<Arc<Vec<bool>>>,
     /// log p(EOS | T) when T is the canonical encoding of x[..end]; -inf otherwise.
     eos_logp: f64,
+    /// Bounded-error mode: probability mass (scaled like `probs`) taken as valid unchecked.
+    assumed: f64,
+}
+
+impl Node {
+    /// The scale `probs` will use: set from the row before the mask is computed.
+    fn shift_hint(&self) -> f64 {
+        self.shift
+    }
 }
 
 /// What the engine needs from the model before it can answer.
@@ -118,7 +127,7 @@ impl CoverEngine {
     pub fn new(canon: Arc<Canonicalizer>, trie: Arc<TokenTrie>, prompt: &[u8], eos: Vec<TokenId>, cfg: EngineConfig) -> Result<Self> {
         let mut text = canon.vocab().start_prefix().to_vec();
         text.extend_from_slice(prompt);
-        let root = Node { parent: None, token: None, end: 0, logp: Some(0.0), anchor: 0, tail: vec![], probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY };
+        let root = Node { parent: None, token: None, end: 0, logp: Some(0.0), anchor: 0, tail: vec![], probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0 };
         let mut e = Self { canon, trie, eos, cfg, text: vec![], nodes: vec![root], groups: vec![], mask_cache: FxHashMap::default(), skipped: 0.0, stats: EngineStats::default() };
         e.build(text)?;
         Ok(e)
@@ -192,7 +201,7 @@ impl CoverEngine {
         }
         let lens: Vec<usize> = tail.iter().map(|&t| self.canon.vocab().token_bytes(t).map_or(0, <[u8]>::len)).collect();
         let (off, k) = self.canon.anchor(window, &lens);
-        let node = Node { parent: Some(parent), token: Some(tok), end, logp, anchor: p.anchor + off, tail: tail[k..].to_vec(), probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY };
+        let node = Node { parent: Some(parent), token: Some(tok), end, logp, anchor: p.anchor + off, tail: tail[k..].to_vec(), probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0 };
         self.nodes.push(node);
         self.stats.nodes_created += 1;
         Ok(Some(self.nodes.len() - 1))
@@ -256,6 +265,7 @@ impl CoverEngine {
             }
             shift = shift.max(v);
         }
+        self.nodes[node].shift = shift;
         let range = self.groups.iter().find(|g| g.0 == node).map(|g| g.1.clone()).unwrap_or(0..self.trie.len());
         let valid = self.valid_mask(node, row, range);
         let order = self.trie.order();
@@ -288,7 +298,8 @@ impl CoverEngine {
         let nd = &self.nodes[node];
         let window = self.text[nd.anchor..nd.end].to_vec();
         let key = (window.clone(), nd.tail.clone(), range.clone());
-        if let Some(m) = self.mask_cache.get(&key) {
+        let cached = if self.cfg.tolerance == 0.0 { self.mask_cache.get(&key) } else { None };
+        if let Some(m) = cached {
             // A cached mask may have skipped zero-probability tokens under another row; recheck
             // those lazily below only if this row gives them mass.
             let m = m.clone();
@@ -306,8 +317,29 @@ impl CoverEngine {
         let n = order.len();
         let threads = self.cfg.threads.max(1);
         let chunk = n.div_ceil(threads);
-        let want: Vec<bool> = (0..n).map(|k| range.contains(&k) && row.get(order[k] as usize) > f64::NEG_INFINITY).collect();
+        let mut want: Vec<bool> = (0..n).map(|k| range.contains(&k) && row.get(order[k] as usize) > f64::NEG_INFINITY).collect();
         let mut mask = vec![false; n];
+        // Bounded-error mode: check tokens from the most likely down until the unchecked rest
+        // weighs less than `tolerance` of the group's mass; the rest is taken as valid and its
+        // mass is reported as the error bound.
+        let mut assumed = 0.0;
+        if self.cfg.tolerance > 0.0 {
+            let shift = range.clone().map(|k| row.get(order[k] as usize)).fold(f64::NEG_INFINITY, f64::max);
+            let mut idx: Vec<(f64, usize)> = range.clone().filter(|&k| want[k]).map(|k| ((row.get(order[k] as usize) - shift).exp(), k)).collect();
+            let total: f64 = idx.iter().map(|x| x.0).sum();
+            idx.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+            let mut rest = total;
+            for &(p, k) in &idx {
+                if rest < self.cfg.tolerance * total {
+                    want[k] = false;
+                    mask[k] = true;
+                } else {
+                    rest -= p;
+                }
+            }
+            assumed = rest.max(0.0) * (shift - self.nodes[node].shift_hint()).exp();
+        }
+        self.nodes[node].assumed = assumed;
         std::thread::scope(|s| {
             for (c, out) in mask.chunks_mut(chunk).enumerate() {
                 let (canon, vocab, window, tail, want) = (&canon, &vocab, &window, &tail, &want);
@@ -380,7 +412,12 @@ impl CoverEngine {
         for (o, v) in logprobs.iter_mut().zip(num.iter()) {
             *o = v - total;
         }
-        let skipped_bound = if prefix > f64::NEG_INFINITY { self.skipped } else { 0.0 };
+        // Unchecked (assumed-valid) mass of every group, relative to the answer's total.
+        let assumed: f64 = self.groups.iter().map(|(node, _)| {
+            let nd = &self.nodes[*node];
+            if nd.assumed > 0.0 { (nd.logp.unwrap_or(f64::NEG_INFINITY) + nd.shift + nd.assumed.ln() - total).exp() } else { 0.0 }
+        }).sum();
+        let skipped_bound = self.skipped + assumed;
         Ok(Distribution { logprobs, log_total: total, log_prefix: prefix, skipped_bound })
     }
 
