@@ -13,6 +13,7 @@ from ._core import (
     ZeroMassError,
 )
 from .byte_lm import ByteLM, ByteState, CallStats, Score
+from .ensemble import Ensemble, ProxyTuned
 from .sampling import EOS, SamplingConfig
 from .token_lm import HFTokenLM, TokenLM
 
@@ -22,9 +23,11 @@ __all__ = [
     "ByteState",
     "BytecoverError",
     "CallStats",
+    "Ensemble",
     "HFTokenLM",
     "InvalidLogitsError",
     "LogitsShapeError",
+    "ProxyTuned",
     "SamplingConfig",
     "Score",
     "TokenLM",
