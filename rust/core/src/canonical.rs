@@ -74,11 +74,22 @@ impl Canonicalizer {
     /// `encode(decode(ids)) == ids`, for a sequence that starts at the beginning of a text.
     pub fn is_canonical(&self, ids: &[TokenId]) -> Result<bool> {
         let bytes = self.decode(ids)?;
+        // Internal bytes always begin with the start prefix (SentencePiece's dummy `▁`), and the
+        // prefix alone is the empty text, whose encoding is empty: anything else is no text's
+        // encoding (found by tests/test_tokenizers_real.py: [lp, TL] was called canonical).
+        let prefix = self.vocab.start_prefix();
+        if !ids.is_empty() && (!bytes.starts_with(prefix) || (!prefix.is_empty() && bytes.len() == prefix.len())) {
+            return Ok(false);
+        }
         Ok(self.complete_from(&bytes, ids))
     }
 
     /// Whether `ids` (from the beginning of a text) is a prefix of some text's canonical encoding.
     pub fn is_valid(&self, ids: &[TokenId]) -> Result<bool> {
+        // The empty sequence starts every encoding (its bytes are not the start prefix).
+        if ids.is_empty() {
+            return Ok(true);
+        }
         let bytes = self.decode(ids)?;
         if !bytes.starts_with(self.vocab.start_prefix()) {
             return Ok(false);
