@@ -96,12 +96,25 @@ def _cut(raw: bytes, start: int, n_bytes: int) -> str | None:
     return None
 
 
+def _flat(raw: bytes, start: int, n_bytes: int) -> str | None:
+    """Like `_cut`, whitespace runs collapsed to one space first (so the chunk is still full)."""
+    for span in (4 * n_bytes, 16 * n_bytes):
+        text = _cut(raw, start, min(span, len(raw) - start - 2))
+        if text is None:
+            return None
+        flat = re.sub(r"\s+", " ", text).strip().encode("utf-8")
+        if len(flat) >= n_bytes:
+            return flat[:n_bytes].decode("utf-8", errors="ignore")
+    return None
+
+
 def sample_chunks(n: int, n_bytes: int = 256, seed: int = 0, *, flatten_whitespace: bool = False) -> list[Chunk]:
     """`n` chunks, alternating code and prose, drawn with `random.Random(seed)` (reproducible on
     one machine: the files are whatever this Python and this OS ship).
 
-    ``flatten_whitespace`` turns every newline, carriage return and tab into one space (for models
-    that cannot be given those characters)."""
+    ``flatten_whitespace`` turns every run of whitespace (newlines, tabs, indentation) into one
+    space: a work-around while ByteLM refuses Gemma-3's newline tokens and long runs of spaces cost
+    seconds per byte."""
     rng = random.Random(seed)
     pools = {s: _files(s) for s in ("code", "prose")}
     order = [s for s in ("code", "prose") if pools[s]]
@@ -120,11 +133,9 @@ def sample_chunks(n: int, n_bytes: int = 256, seed: int = 0, *, flatten_whitespa
         if len(raw) < n_bytes + 2:
             continue
         offset = rng.randrange(0, len(raw) - n_bytes)
-        text = _cut(raw, offset, n_bytes)
+        text = _cut(raw, offset, n_bytes) if not flatten_whitespace else _flat(raw, offset, n_bytes)
         if text is None or not text.strip() or (str(path), offset) in seen:
             continue
-        if flatten_whitespace:
-            text = re.sub(r"[\n\r\t]", " ", text)
         seen.add((str(path), offset))
         chunks.append(Chunk(source, str(path), offset, text))
     return chunks
@@ -331,7 +342,7 @@ def plot_ensemble_results(results: dict[str, Any], path: str | os.PathLike[str])
         pc = summ[n]["per_chunk"]
         ax1.scatter([xi + jit.uniform(-0.2, 0.2) for _ in pc], pc, s=8, color="k", alpha=0.5, zorder=3)
         ax1.text(xi, summ[n]["bits_per_byte"], f"{summ[n]['bits_per_byte']:.3f}", ha="center", va="bottom", fontsize=8)
-    ax1.set_xticks(x, [n.replace("(", "\n(") for n in names], fontsize=7)
+    ax1.set_xticks(x, [n.replace("(", "\n(").replace("+", "+\n") for n in names], fontsize=7)
     ax1.set_ylabel("bits per byte (lower is better; ± s.e.m. over chunks)")
     ax1.set_title("held-out text")
     if has_sweep:
@@ -373,7 +384,7 @@ def main_ensemble(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n-chunks", type=int, default=8)
     ap.add_argument("--chunk-bytes", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--flatten-whitespace", action="store_true", help="turn newlines, CRs and tabs into spaces")
+    ap.add_argument("--flatten-whitespace", action="store_true", help="collapse every whitespace run into one space")
     ap.add_argument("--sweep", type=int, default=11, help="weight-sweep points for two models (0: none)")
     ap.add_argument("--time-budget-s", type=float, default=None, help="start no new chunk after this many seconds")
     ap.add_argument("--verify-chunks", type=int, default=0, help="re-score the first K chunks with Ensemble.score")
