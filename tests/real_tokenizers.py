@@ -21,6 +21,9 @@ MODEL_TOKENIZERS = ["smollm2-135m", "qwen2.5-coder-0.5b", "gemma3-270m"]
 # Witnesses the Rust core tries beyond the reference's default set (combining accent, ",\n");
 # giving the reference the same set makes its witness-based validity comparable.
 EXTRA_WITNESSES = ("\u0301".encode(), b",\n")
+# The reference's default cap of 64 UTF-8 completions misses witnesses of a lone 3-byte lead
+# token (Qwen2.5 [0xE5] is valid: 0xE5 0x82 0xA4 = '傤'); 4096 covers every 3-byte character.
+_REF_KW = {"max_completions": 4096}
 
 
 def fixture_names() -> list[str]:
@@ -67,7 +70,7 @@ def loaded(name: str) -> tuple[_core.Tokenizer, ReferenceTokenizer]:
     tj = json.loads(text)
     fixed = _reference_json(tj)
     if fixed is tj:
-        return core, ReferenceTokenizer(tj, extra_witnesses=EXTRA_WITNESSES)
+        return core, ReferenceTokenizer(tj, extra_witnesses=EXTRA_WITNESSES, **_REF_KW)
     # Token bytes from the repaired copy; the HF oracle itself runs on the untouched file
     # (Gemma's merges use pieces whose ids are also added tokens).
     import reference.canonical as rc
@@ -75,7 +78,7 @@ def loaded(name: str) -> tuple[_core.Tokenizer, ReferenceTokenizer]:
     original = rc.vocab_info
     rc.vocab_info = lambda _tj: original(fixed)
     try:
-        ref = ReferenceTokenizer(tj, extra_witnesses=EXTRA_WITNESSES)
+        ref = ReferenceTokenizer(tj, extra_witnesses=EXTRA_WITNESSES, **_REF_KW)
     finally:
         rc.vocab_info = original
     return core, ref
