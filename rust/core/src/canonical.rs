@@ -62,6 +62,10 @@ impl Canonicalizer {
 
     /// Canonical encoding of user text: the start prefix is added first.
     pub fn encode_text(&self, text: &[u8]) -> Result<Vec<TokenId>> {
+        // HF tokenizers encode the empty text to nothing, dummy prefix included.
+        if text.is_empty() {
+            return Ok(vec![]);
+        }
         let mut internal = self.vocab.start_prefix().to_vec();
         internal.extend_from_slice(text);
         self.encode(&internal)

@@ -22,10 +22,75 @@ enum Behavior {
     Contiguous,
 }
 
+/// A compiled split pattern. The HF patterns use one look-ahead, `\s+(?!\S)` ("a whitespace
+/// run, minus its last character when a non-space follows"). Look-around forces fancy-regex's
+/// backtracking VM, about 5x slower than the `regex` crate's automata, and pattern matching is
+/// most of the cost of a validity check. So when that is the only look-around, we match with
+/// `regex` on the pattern without that alternative and apply the look-ahead by hand.
+#[derive(Debug, Clone)]
+enum Matcher {
+    Fancy(Regex),
+    /// `re` is the pattern with `\s+(?!\S)|` removed, so whitespace runs come from `\s+`;
+    /// `newline_alt`: an earlier `\s*[\r\n]+` alternative owns runs that contain a newline.
+    WhitespaceLookahead { re: regex::Regex, newline_alt: bool },
+}
+
+const LOOKAHEAD_WS: &str = r"\s+(?!\S)|";
+
+impl Matcher {
+    fn new(pattern: &str) -> Result<Self> {
+        if let Some(i) = pattern.find(LOOKAHEAD_WS) {
+            let rest = format!("{}{}", &pattern[..i], &pattern[i + LOOKAHEAD_WS.len()..]);
+            let plain_ws_follows = pattern[i + LOOKAHEAD_WS.len()..].starts_with(r"\s+");
+            let other_lookaround = ["(?=", "(?!", "(?<"].iter().any(|t| rest.contains(t));
+            if plain_ws_follows && !other_lookaround {
+                if let Ok(re) = regex::Regex::new(&rest) {
+                    let newline_alt = pattern[..i].contains(r"\s*[\r\n]+");
+                    return Ok(Matcher::WhitespaceLookahead { re, newline_alt });
+                }
+            }
+        }
+        Ok(Matcher::Fancy(compile(pattern)?))
+    }
+
+    /// Non-empty match spans, left to right, exactly as the original pattern finds them.
+    fn find_all(&self, s: &str) -> Vec<Range<usize>> {
+        match self {
+            Matcher::Fancy(re) => re.find_iter(s).filter_map(|m| m.ok()).filter(|m| m.start() < m.end()).map(|m| m.range()).collect(),
+            Matcher::WhitespaceLookahead { re, newline_alt } => {
+                let mut out = Vec::new();
+                let mut pos = 0;
+                while pos < s.len() {
+                    let Some(m) = re.find_at(s, pos) else { break };
+                    let mut r = m.range();
+                    if r.is_empty() {
+                        pos = r.end + s[r.end..].chars().next().map_or(1, char::len_utf8);
+                        continue;
+                    }
+                    let run = &s[r.clone()];
+                    // A pure whitespace run came from `\s+` (earlier alternatives never match
+                    // bare spaces, except `\s*[\r\n]+` for runs with a newline when present);
+                    // `\s+(?!\S)` would have left its last character for the following word.
+                    let followed_by_non_space = s[r.end..].chars().next().is_some_and(|c| !c.is_whitespace());
+                    let from_plain_run = run.chars().all(char::is_whitespace) && !(*newline_alt && run.contains(['\r', '\n']));
+                    if followed_by_non_space && from_plain_run {
+                        if let Some((last, _)) = run.char_indices().last().filter(|(i, _)| *i > 0) {
+                            r.end = r.start + last;
+                        }
+                    }
+                    pos = r.end;
+                    out.push(r);
+                }
+                out
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     /// Split on regex matches.
-    Split { re: Regex, behavior: Behavior, invert: bool },
+    Split { re: Matcher, behavior: Behavior, invert: bool },
     /// Isolate numeric characters (each one, or each run).
     Digits { individual: bool },
 }
@@ -59,13 +124,16 @@ fn compile(pattern: &str) -> Result<Regex> {
 impl PreTokenizer {
     pub fn from_json(root: &Value) -> Result<Self> {
         let mut nfc = false;
+        // After a normalizer turns spaces into `▁`, no literal space is left for a pre-tokenizer
+        // to match (Gemma 3 splits on " " after such a normalizer: that split never fires).
+        let mut spaces_replaced = false;
         for n in flatten(&root["normalizer"], "normalizers") {
             match type_of(n) {
                 "NFC" => nfc = true,
                 // The dummy prefix is part of the internal bytes (Vocabulary::start_prefix).
                 "Prepend" if n["prepend"].as_str() == Some("\u{2581}") => {}
                 // SentencePiece's space marker: internal bytes keep the space itself.
-                "Replace" if n["pattern"]["String"].as_str() == Some(" ") && n["content"].as_str() == Some("\u{2581}") => {}
+                "Replace" if n["pattern"]["String"].as_str() == Some(" ") && n["content"].as_str() == Some("\u{2581}") => spaces_replaced = true,
                 other => return Err(Error::Unsupported(format!("normalizer {other:?} (it changes the text, so bytes and tokens no longer line up)"))),
             }
         }
@@ -74,7 +142,7 @@ impl PreTokenizer {
             match type_of(p) {
                 "ByteLevel" => {
                     if p["use_regex"].as_bool().unwrap_or(true) {
-                        steps.push(Step::Split { re: compile(GPT2_PATTERN)?, behavior: Behavior::Isolated, invert: false });
+                        steps.push(Step::Split { re: Matcher::new(GPT2_PATTERN)?, behavior: Behavior::Isolated, invert: false });
                     }
                 }
                 "Split" => {
@@ -86,17 +154,31 @@ impl PreTokenizer {
                         other => return Err(Error::Unsupported(format!("Split behavior {other:?} (it drops text)"))),
                     };
                     let invert = p["invert"].as_bool().unwrap_or(false);
+                    if spaces_replaced && p["pattern"]["String"].as_str().is_some_and(|lit| lit.contains(' ')) {
+                        continue;
+                    }
                     if invert && behavior != Behavior::Isolated {
                         return Err(Error::Unsupported(format!("inverted Split with behavior {behavior:?}")));
                     }
                     // Internal bytes hold spaces where the tokenizer sees `▁`.
                     let pattern = pattern_of(p)?.replace('\u{2581}', " ");
-                    steps.push(Step::Split { re: compile(&pattern)?, behavior, invert });
+                    steps.push(Step::Split { re: Matcher::new(&pattern)?, behavior, invert });
+                }
+                // Isolates punctuation as HF defines it: ASCII punctuation or a Unicode P* category.
+                "Punctuation" => {
+                    let behavior = match p["behavior"].as_str().unwrap_or("Isolated") {
+                        "Isolated" => Behavior::Isolated,
+                        "MergedWithPrevious" => Behavior::MergedWithPrevious,
+                        "MergedWithNext" => Behavior::MergedWithNext,
+                        "Contiguous" => Behavior::Contiguous,
+                        other => return Err(Error::Unsupported(format!("Punctuation behavior {other:?} (it drops text)"))),
+                    };
+                    steps.push(Step::Split { re: Matcher::new(r"[\p{P}!-/:-@\[-`{-~]")?, behavior, invert: false });
                 }
                 "Digits" => steps.push(Step::Digits { individual: p["individual_digits"].as_bool().unwrap_or(false) }),
                 "Metaspace" => {
                     if p["split"].as_bool().unwrap_or(true) {
-                        steps.push(Step::Split { re: compile(" ")?, behavior: Behavior::MergedWithNext, invert: false });
+                        steps.push(Step::Split { re: Matcher::new(" ")?, behavior: Behavior::MergedWithNext, invert: false });
                     }
                 }
                 other => return Err(Error::Unsupported(format!("pre-tokenizer {other:?} (it drops or rewrites text)"))),
@@ -159,7 +241,7 @@ fn split_piece(step: &Step, s: &str, offset: usize, out: &mut Vec<Range<usize>>)
     }
     // Delimiter spans inside the piece.
     let matches: Vec<Range<usize>> = match step {
-        Step::Split { re, .. } => re.find_iter(s).filter_map(|m| m.ok()).filter(|m| m.start() < m.end()).map(|m| m.range()).collect(),
+        Step::Split { re, .. } => re.find_all(s),
         Step::Digits { individual } => {
             let mut v: Vec<Range<usize>> = Vec::new();
             for (i, c) in s.char_indices() {

@@ -161,8 +161,14 @@ impl Vocabulary {
         let mut strings = vec![String::new(); n_ids];
         let mut bytes: Vec<Option<Vec<u8>>> = vec![None; n_ids];
         let mut special = vec![false; n_ids];
+        // Added tokens may also appear in model.vocab (with strings outside the byte table):
+        // the added entry decides.
+        let added_ids: std::collections::HashSet<u32> = entries.iter().filter(|e| e.2).map(|e| e.0).collect();
         for (id, s, is_added) in entries {
             let i = id as usize;
+            if !is_added && added_ids.contains(&id) {
+                continue;
+            }
             if is_added {
                 // Added tokens are matched as whole strings before BPE runs and never produced by
                 // merges; they are control tokens for the byte-level view (their text, if typed in
