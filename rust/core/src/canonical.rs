@@ -15,6 +15,7 @@
 //!   adjacent token pairs, so the anchor is the start of the second-to-last token at a character
 //!   boundary.
 
+use crate::added::{AddedText, Segment};
 use crate::bpe::Bpe;
 use crate::error::{Error, Result};
 use crate::pretokenize::{completions, incomplete_tail, PreTokenizer};
@@ -35,6 +36,7 @@ pub struct Canonicalizer {
     vocab: Arc<Vocabulary>,
     pre: PreTokenizer,
     bpe: Bpe,
+    added: AddedText,
 }
 
 impl Canonicalizer {
@@ -43,7 +45,8 @@ impl Canonicalizer {
         let vocab = Arc::new(Vocabulary::from_value(&root, n_logits)?);
         let pre = PreTokenizer::from_json(&root)?;
         let bpe = Bpe::from_json(&root, vocab.kind())?;
-        Ok(Self { vocab, pre, bpe })
+        let added = AddedText::new(vocab.added_text().iter().cloned());
+        Ok(Self { vocab, pre, bpe, added })
     }
 
     pub fn vocab(&self) -> &Arc<Vocabulary> {
@@ -52,12 +55,50 @@ impl Canonicalizer {
 
     /// Canonical encoding of internal bytes (start prefix included).
     pub fn encode(&self, internal: &[u8]) -> Result<Vec<TokenId>> {
-        let text = self.pre.normalize(internal);
-        let mut out = Vec::with_capacity(text.len() / 3 + 1);
-        for piece in self.pre.pieces(&text) {
-            self.bpe.encode_piece(&text[piece], &mut out)?;
+        let mut out = Vec::with_capacity(internal.len() / 3 + 1);
+        if self.added.is_empty() {
+            self.encode_plain(internal, &mut out)?;
+            return Ok(out);
+        }
+        for seg in self.added.segments(internal) {
+            match seg {
+                Segment::Added(_, id) => out.push(id),
+                Segment::Text(r) => self.encode_plain(&internal[r], &mut out)?,
+            }
         }
         Ok(out)
+    }
+
+    /// Normalise, cut into pieces, BPE each piece (a stretch with no added tokens in it).
+    fn encode_plain(&self, internal: &[u8], out: &mut Vec<TokenId>) -> Result<()> {
+        let text = self.pre.normalize(internal);
+        for piece in self.pre.pieces(&text) {
+            self.bpe.encode_piece(&text[piece], out)?;
+        }
+        Ok(())
+    }
+
+    /// Pieces of `text` as encoding sees them: added tokens whole, stretches between them cut by
+    /// the pre-tokenizer. Offsets are into `text` (normalisation never moves a piece start we use,
+    /// as NFC only changes stretches of valid UTF-8 within a piece).
+    fn pieces(&self, text: &[u8]) -> Vec<std::ops::Range<usize>> {
+        if self.added.is_empty() {
+            return self.pre.pieces(&self.pre.normalize(text));
+        }
+        let mut out = Vec::new();
+        for seg in self.added.segments(text) {
+            match seg {
+                Segment::Added(r, _) => out.push(r),
+                Segment::Text(r) => {
+                    if self.pre.splits() {
+                        out.extend(self.pre.pieces(&self.pre.normalize(&text[r.clone()])).into_iter().map(|p| p.start + r.start..p.end + r.start));
+                    } else {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Canonical encoding of user text: the start prefix is added first.
@@ -150,8 +191,11 @@ impl Canonicalizer {
         for l in lens {
             bounds.push(bounds.last().unwrap() + l);
         }
+        // Added-token matches near the end may still grow or appear; only the text before that
+        // point is cut for good, so the anchor lies inside it.
+        let settled = if self.added.is_empty() { text.len() } else { self.added.unstable_from(text) };
         let candidate = if self.pre.splits() {
-            let pieces = self.pre.pieces(&self.pre.normalize(text));
+            let pieces: Vec<_> = self.pieces(&text[..settled]);
             if pieces.len() < 3 {
                 return (0, 0);
             }
@@ -162,7 +206,7 @@ impl Canonicalizer {
             let mut found = 0;
             for k in (0..lens.len()).rev() {
                 let at = bounds[k];
-                if at < text.len() && (text[at] & 0xC0) != 0x80 {
+                if at < settled && (text[at] & 0xC0) != 0x80 {
                     seen += 1;
                     if seen == 2 {
                         found = at;

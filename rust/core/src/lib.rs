@@ -7,6 +7,7 @@
 //! * [`engine`] — covers of a byte prefix and the next-byte distribution;
 //! * [`healing`] — the classic token-healing baseline.
 
+pub mod added;
 pub mod bpe;
 pub mod byte_level;
 pub mod canonical;

@@ -30,6 +30,8 @@ pub struct Vocabulary {
     /// Token bytes by id; `None` for special tokens and unused ids.
     bytes: Vec<Option<Vec<u8>>>,
     special: Vec<bool>,
+    /// Added tokens that stand for text (matched in the input before BPE runs).
+    added_text: Vec<(Vec<u8>, TokenId)>,
     /// Bytes the tokenizer puts before every text (SentencePiece dummy prefix, a space).
     start_prefix: Vec<u8>,
     /// Width of the model's rows (>= number of ids; padded logits have no token).
@@ -103,6 +105,13 @@ fn detect_kind(root: &Value) -> Result<VocabKind> {
     Ok(VocabKind::Plain)
 }
 
+/// Whether an added token is ordinary text: not special, matched on the raw input with no
+/// whitespace stripping (those flags change the text around it, which a byte view cannot keep).
+fn is_text_added_token(a: &Value) -> bool {
+    let flag = |k: &str| a[k].as_bool().unwrap_or(false);
+    !flag("special") && !flag("lstrip") && !flag("rstrip") && !flag("single_word") && !flag("normalized") && a["content"].as_str().is_some_and(|c| !c.is_empty())
+}
+
 /// The start prefix: SentencePiece's dummy-prefix `▁` (from a Prepend normalizer or a Metaspace
 /// pre-tokenizer that prepends), or the space ByteLevel(add_prefix_space) inserts.
 fn detect_start_prefix(root: &Value) -> Vec<u8> {
@@ -150,23 +159,37 @@ impl Vocabulary {
             let id = id.as_u64().ok_or_else(|| Error::Malformed(format!("id of {s:?} is not an integer")))? as u32;
             entries.push((id, s.clone(), false));
         }
+        let mut text_added = std::collections::HashSet::new();
         if let Some(added) = root["added_tokens"].as_array() {
             for a in added {
                 let id = a["id"].as_u64().ok_or_else(|| Error::Malformed("added token without id".into()))? as u32;
                 let content = a["content"].as_str().unwrap_or_default().to_string();
                 entries.push((id, content, true));
+                if is_text_added_token(a) {
+                    text_added.insert(id);
+                }
             }
         }
         let n_ids = entries.iter().map(|e| e.0 as usize + 1).max().unwrap_or(0);
         let mut strings = vec![String::new(); n_ids];
         let mut bytes: Vec<Option<Vec<u8>>> = vec![None; n_ids];
         let mut special = vec![false; n_ids];
+        let start_prefix = detect_start_prefix(root);
+        let mut added_text = Vec::new();
         // Added tokens may also appear in model.vocab (with strings outside the byte table):
         // the added entry decides.
         let added_ids: std::collections::HashSet<u32> = entries.iter().filter(|e| e.2).map(|e| e.0).collect();
         for (id, s, is_added) in entries {
             let i = id as usize;
             if !is_added && added_ids.contains(&id) {
+                continue;
+            }
+            // A dummy prefix is prepended to every stretch between added tokens, which the
+            // byte-level view does not model; such tokenizers keep added tokens as controls.
+            if is_added && text_added.contains(&id) && start_prefix.is_empty() {
+                strings[i] = s.clone();
+                bytes[i] = Some(s.clone().into_bytes());
+                added_text.push((s.into_bytes(), id));
                 continue;
             }
             if is_added {
@@ -192,7 +215,7 @@ impl Vocabulary {
             None => n_ids,
         };
         let max_token_len = bytes.iter().flatten().map(Vec::len).max().unwrap_or(1);
-        Ok(Self { kind, strings, bytes, special, start_prefix: detect_start_prefix(root), n_logits, max_token_len })
+        Ok(Self { kind, strings, bytes, special, added_text, start_prefix, n_logits, max_token_len })
     }
 
     pub fn kind(&self) -> VocabKind {
@@ -217,6 +240,10 @@ impl Vocabulary {
     }
     pub fn special_ids(&self) -> Vec<TokenId> {
         (0..self.n_ids() as u32).filter(|&i| self.special[i as usize]).collect()
+    }
+    /// Added tokens that are text: (content bytes, id).
+    pub fn added_text(&self) -> &[(Vec<u8>, TokenId)] {
+        &self.added_text
     }
     pub fn start_prefix(&self) -> &[u8] {
         &self.start_prefix
