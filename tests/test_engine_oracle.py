@@ -114,17 +114,9 @@ def _token_ll(lm, ids: list[int], eos: list[int]) -> float:
     return sequence_logprob(lm, ids) + float(np.logaddexp.reduce(row[eos]))
 
 
-EMPTY_DUMMY = (
-    "engine bug (engine.rs): for a dummy-prefix tokenizer (sp_dummy) the state of the empty user "
-    "text reports log P(x...) = log of the valid first-token mass (-3.935 under RandomTokenLM seed "
-    "11; oracle: 0, every text starts with the empty text) while its 257 numerators include "
-    "p(EOS | []), so Σ N > P(x...) and noncanonical_nats goes negative: CanonicalOnlyTokenLM, "
-    "text 'a': noncanonical_nats = -0.0765 (expected 0), score.logprob off by the same amount"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=EMPTY_DUMMY)
 def test_dummy_prefix_empty_text_mass() -> None:
+    # Every text starts with the empty text, also under a dummy prefix: P(x...) = 1 there, and
+    # the mass of invalid first tokens is what the engine removes.
     _, eos, ref, hf = _toy("sp_dummy")
     lm = RandomTokenLM(hf.get_vocab_size(), seed=11, eos_ids=eos, eos_bias=1.0)
     got = ByteLM(lm, hf, eos_ids=eos).state(b"").distribution()
@@ -135,8 +127,7 @@ def test_dummy_prefix_empty_text_mass() -> None:
 
 def _chain_params():
     for name in TOYS:
-        marks = [pytest.mark.xfail(strict=True, reason=EMPTY_DUMMY)] if name == "sp_dummy" else []
-        yield pytest.param(name, False, marks=marks, id=name)
+        yield pytest.param(name, False, id=name)
     yield pytest.param("ws_bytelevel", True, marks=[pytest.mark.slow], id="ws_bytelevel-all")
 
 
@@ -222,14 +213,6 @@ real_prefix = st.one_of(
     st.binary(min_size=1, max_size=2).filter(lambda b: b[0] >= 0x20),
 )
 
-GEMMA_NEWLINE = (
-    "core bug (vocab.rs): Gemma-3's newline/tab tokens (ids 107.., 255968..) are non-special added "
-    "tokens without bytes in the core, so ByteLM refuses any prefix with '\\n' or '\\t' "
-    "(ValueError 'special-token text') and no cover can use them: e.g. after b'x  ' the engine "
-    "gives log N[b'\\t'] = -inf, the oracle -35.64 (RandomTokenLM seed 7)"
-)
-
-
 def _compare_numerators(blm: ByteLM, ref, lm, eos, user: bytes, rows: RowCache) -> None:
     """Real vocabularies: the oracle costs seconds per next byte, so compare the unnormalised
     numerators log N[b] = log P(x b...) for the engine's 6 likeliest bytes, tab, newline, space,
@@ -251,10 +234,6 @@ def _real_params():
     for name in REAL:
         for full in (False, True):
             marks = [pytest.mark.slow] if full else []
-            if name == "gemma3-270m":
-                marks.append(pytest.mark.xfail(strict=True, reason=GEMMA_NEWLINE))
-            if name in ("llama-spm", "mistral-v1") and full:
-                marks.append(pytest.mark.xfail(strict=True, reason=EMPTY_DUMMY))
             yield pytest.param(name, full, marks=marks, id=f"{name}-{'full' if full else 'quick'}")
 
 

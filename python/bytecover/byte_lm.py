@@ -125,6 +125,9 @@ class ByteModel:
     """What every byte-level model offers once it can make a `state`: sampling, streaming and
     scoring. `ByteLM`, `Ensemble` and `ProxyTuned` share this code."""
 
+    last_state: Any = None
+    """The state of the most recent `stream`/`generate` call (its `stats` say what it cost)."""
+
     def state(self, prefix: Text = b"") -> Any:  # pragma: no cover - abstract
         """An object with `distribution()` -> (257 log-probs, log Σ, log P(prefix...), bound) and `advance(byte)`."""
         raise NotImplementedError
@@ -144,6 +147,7 @@ class ByteModel:
         rng = np.random.default_rng(seed)
         stops = [_as_bytes(s) for s in (stop or [])]
         state = self.state(prompt)
+        self.last_state = state
         out = bytearray()
         emitted = 0
         hold = max((len(s) for s in stops), default=1) - 1

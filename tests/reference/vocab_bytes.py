@@ -13,7 +13,9 @@ vocabulary is tested against.  Three families are recognised, decided by the tok
 * **plain BPE** (no decoder): the token string's UTF-8.
 
 Special added tokens map to ``None``.  Non-special added tokens (HF splits them out of the text
-before the model runs, and decodes them as their literal content) map to their content's UTF-8.
+before the model runs, and decodes them as their literal content) map to their content's UTF-8,
+unless a flag changes the text around them (lstrip/rstrip/single_word/normalized) or the tokenizer
+has a dummy prefix (then they are controls, ``None``).
 An added token takes precedence over a model-vocabulary entry with the same id (DeepSeek's
 ``<｜begin▁of▁sentence｜>`` is both, and is not a byte-level piece; Gemma's merges mention pieces
 whose ids are added tokens).
@@ -152,10 +154,14 @@ def vocab_info(tj: dict) -> VocabInfo:
         if tid not in added_ids:  # an added token wins over a model entry with its id (as in HF)
             token_bytes[tid] = piece_bytes(piece, kind, byte_fallback)
     special = set()
+    start = _start_prefix(tj)
     for a in added:
-        if a.get("special", False):
+        flags = any(a.get(k, False) for k in ("special", "lstrip", "rstrip", "single_word", "normalized"))
+        # Under a dummy prefix HF prepends another "▁" to the text after every added token
+        # ("a</s>b" -> [▁a, </s>, ▁b]), which no byte string spells: such tokens stay controls.
+        if flags or start or not a["content"]:
             token_bytes[a["id"]] = None
             special.add(a["id"])
         else:
             token_bytes[a["id"]] = a["content"].encode("utf-8")
-    return VocabInfo(token_bytes, _start_prefix(tj), kind, frozenset(special))
+    return VocabInfo(token_bytes, start, kind, frozenset(special))

@@ -404,6 +404,14 @@ impl CoverEngine {
                 num[256] = log_add(num[256], logp + nd.eos_logp);
             }
         }
+        // The empty user text under a dummy prefix: the internal text is the prefix alone, which
+        // no token needs to cover (the empty token sequence spells the empty text), so every text
+        // starts with it: P(x...) = p([]) = 1. Without this the mass the model puts on invalid
+        // first tokens would be missing from P(x...) but not from the numerators' complement.
+        let sp = self.canon.vocab().start_prefix().len();
+        if sp > 0 && n == sp {
+            prefix = 0.0;
+        }
         let total = num.iter().cloned().fold(f64::NEG_INFINITY, log_add);
         if total == f64::NEG_INFINITY {
             return Err(Error::ZeroMass);

@@ -1,0 +1,176 @@
+"""Byte-level generation against plain `model.generate`, same model, same machine, same run.
+
+For each prompt (prose and code, several ending mid-token) every method produces N bytes greedily:
+
+  generate    transformers `model.generate` on the prompt's canonical tokens (the baseline)
+  healed      the token-healing baseline (`bytecover.healing`), also through `model.generate`
+  exact       `ByteLM.generate(..., temperature=0)`: the exact byte-level distribution
+  eps=1e-4/6  the bounded-error mode (reports the mass it may have skipped)
+
+Reported per method: wall time, bytes/s, ratio to `generate`, model calls and tokens fed per byte,
+engine (Rust) time per byte, and the process's peak resident memory after the method ran.
+Results go to benches/results/generate/<model>.json and a bar plot next to it.
+
+    ./.ci/bootstrap python benches/bench_generate.py --model smollm2-135m --bytes 48
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bytecover import ByteLM, models
+from bytecover.healing import heal_prompt
+
+PROMPTS = [
+    "The capital of France is",
+    "import numpy as np\nx = np.arr",
+    "def fibonacci(n):\n    if n <= 1:\n        retu",
+    "Once upon a time, there was a little gi",
+    "The meeting was postponed because the weather",
+]
+
+OUT_DIR = Path(__file__).resolve().parent / "results" / "generate"
+
+
+class _StopAfterBytes:
+    """transformers StoppingCriteria: stop once the new tokens spell `n` bytes past `skip`."""
+
+    def __init__(self, core: Any, prompt_len: int, n: int, skip: int = 0) -> None:
+        self.core, self.prompt_len, self.n, self.skip = core, prompt_len, n, skip
+
+    def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> Any:
+        new = input_ids[0, self.prompt_len:].tolist()
+        got = sum(len(self.core.token_bytes(t) or b"") for t in new) - self.skip
+        return torch.full((input_ids.shape[0],), got >= self.n, dtype=torch.bool)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _model_generate(lm: ByteLM, prompt: str, n_bytes: int, heal: bool) -> dict[str, Any]:
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    from bytecover.healing import TokenHealingProcessor
+
+    data = prompt.encode()
+    kept, removed = heal_prompt(lm.core, data) if heal else (list(lm.core.encode(data)), b"")
+    start = list(lm.token_lm.start_ids)  # type: ignore[attr-defined]
+    ids = torch.tensor([start + list(kept)])
+    procs = LogitsProcessorList([TokenHealingProcessor(lm.core, removed, ids.shape[1])]) if removed else None
+    stop = StoppingCriteriaList([_StopAfterBytes(lm.core, ids.shape[1], n_bytes, skip=len(removed))])
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_bytes, do_sample=False,
+                                logits_processor=procs, stopping_criteria=stop, pad_token_id=pad)
+    wall = time.perf_counter() - t0
+    new = out[0, ids.shape[1]:].tolist()
+    text = b"".join(lm.core.token_bytes(t) or b"" for t in new)[len(removed):]
+    # One forward per new token; the first one feeds the whole prompt.
+    return {"wall_s": wall, "bytes": len(text), "model_calls": len(new), "tokens_fed": ids.shape[1] + len(new) - 1,
+            "engine_s": 0.0, "text": text.decode("utf-8", "replace")}
+
+
+def _byte_generate(lm: ByteLM, prompt: str, n_bytes: int, tolerance: float) -> dict[str, Any]:
+    lm.tolerance = tolerance
+    tl = lm.token_lm
+    tl.reset_cache()  # type: ignore[attr-defined]
+    calls0, fed0 = tl.n_calls, tl.n_tokens_fed  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    text = lm.generate(prompt.encode(), max_new_bytes=n_bytes, temperature=0.0)
+    wall = time.perf_counter() - t0
+    st = lm.last_state.stats
+    bound = float(lm.last_state.distribution()[3]) if tolerance > 0 else 0.0
+    return {"wall_s": wall, "bytes": len(text), "model_calls": tl.n_calls - calls0,  # type: ignore[attr-defined]
+            "tokens_fed": tl.n_tokens_fed - fed0, "engine_s": st.engine_seconds,  # type: ignore[attr-defined]
+            "skipped_bound_last_step": bound, "text": bytes(text).decode("utf-8", "replace")}
+
+
+def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[float]) -> dict[str, Any]:
+    torch.set_num_threads(torch.get_num_threads())
+    lm = ByteLM.from_pretrained(model_name)
+    methods: dict[str, Any] = {"generate": lambda p: _model_generate(lm, p, n_bytes, heal=False),
+                               "healed": lambda p: _model_generate(lm, p, n_bytes, heal=True),
+                               "exact": lambda p: _byte_generate(lm, p, n_bytes, 0.0)}
+    for eps in tolerances:
+        methods[f"eps={eps:g}"] = (lambda e: (lambda p: _byte_generate(lm, p, n_bytes, e)))(eps)
+    # Warm-up: first forwards pay for allocation and thread start-up.
+    _model_generate(lm, prompts[0], 8, heal=False)
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    bar = tqdm(total=len(methods) * len(prompts), desc=f"bench {model_name}", unit="run")
+    summary: dict[str, dict[str, float]] = {}
+    for name, fn in methods.items():
+        for p in prompts:
+            rows[name].append({"prompt": p, **fn(p)})
+            bar.update()
+        r = rows[name]
+        wall, nb = sum(x["wall_s"] for x in r), sum(x["bytes"] for x in r)
+        summary[name] = {"wall_s": wall, "bytes": nb, "bytes_per_s": nb / wall,
+                         "model_calls_per_byte": sum(x["model_calls"] for x in r) / nb,
+                         "tokens_fed_per_byte": sum(x["tokens_fed"] for x in r) / nb,
+                         "engine_ms_per_byte": 1000 * sum(x["engine_s"] for x in r) / nb,
+                         "peak_rss_mb": _peak_rss_mb()}
+    bar.close()
+    base = summary["generate"]["bytes_per_s"]
+    for s in summary.values():
+        s["time_ratio_vs_generate"] = base / s["bytes_per_s"]
+    return {"model": model_name, "n_bytes": n_bytes, "prompts": prompts, "torch_threads": torch.get_num_threads(),
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "summary": summary, "runs": rows}
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["summary"])
+    ratio = [result["summary"][n]["time_ratio_vs_generate"] for n in names]
+    calls = [result["summary"][n]["model_calls_per_byte"] for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].bar(names, ratio, color="#4c72b0")
+    axes[0].axhline(1.0, color="k", lw=0.8)
+    axes[0].set_ylabel("wall time / model.generate")
+    axes[1].bar(names, calls, color="#dd8452")
+    axes[1].set_ylabel("model calls per byte")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(f"{result['model']}: {result['n_bytes']} bytes x {len(result['prompts'])} prompts, CPU")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m", choices=models.list_models())
+    ap.add_argument("--bytes", type=int, default=48, help="new bytes per prompt")
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the fixed prompts")
+    ap.add_argument("--tolerance", type=float, nargs="*", default=[1e-4, 1e-6])
+    ap.add_argument("--out", type=Path, default=OUT_DIR)
+    args = ap.parse_args(argv)
+    result = run(args.model, args.bytes, PROMPTS[: args.prompts], args.tolerance)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.model}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    plot(result, args.out / f"{args.model}.png")
+    print(f"{'method':10} {'bytes/s':>8} {'x gen':>6} {'calls/B':>8} {'tok/B':>6} {'engine ms/B':>12}")
+    for name, s in result["summary"].items():
+        print(f"{name:10} {s['bytes_per_s']:8.2f} {s['time_ratio_vs_generate']:6.2f} {s['model_calls_per_byte']:8.3f} "
+              f"{s['tokens_fed_per_byte']:6.2f} {s['engine_ms_per_byte']:12.1f}")
+    print(f"wrote {args.out / (args.model + '.json')} and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
