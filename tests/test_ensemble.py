@@ -310,7 +310,6 @@ def test_real_two_model_ensemble_generates_and_scores() -> None:
             pytest.skip(f"{name} is not in the cache; run `python -m bytecover.models prepare`")
     smol = ByteLM.from_pretrained("smollm2-135m")
     gemma = ByteLM.from_pretrained("gemma3-270m")
-    # (No newline in the prompt: Gemma-3 lists "\n" among its added tokens, which ByteLM refuses in prompts.)
     prompt = "The capital of Fra"
     for mode in ("mixture", "product"):
         ens = Ensemble([smol, gemma], mode=mode)

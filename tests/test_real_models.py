@@ -1,0 +1,63 @@
+"""Real models end to end (the quick subset CI always runs; the long ones are marked slow)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bytecover import ByteLM, Ensemble, models
+
+
+def _load(name: str) -> ByteLM:
+    if not models.is_converted(name):
+        pytest.skip(f"{name} is not in the cache; run `python -m bytecover.models prepare`")
+    return ByteLM.from_pretrained(name)
+
+
+@pytest.fixture(scope="module")
+def smol() -> ByteLM:
+    return _load("smollm2-135m")
+
+
+def test_smollm2_mid_token_prompt_continues_the_word(smol: ByteLM) -> None:
+    # The prompt ends inside "France": the exact byte model finishes the word, greedy.
+    out = smol.generate("The capital of Fra", max_new_bytes=12, temperature=0)
+    assert out.startswith("nce is Paris"), out
+
+
+def test_smollm2_chain_rule_and_reported_noncanonical_mass(smol: ByteLM) -> None:
+    """Σ per-byte log-probs + log P(EOS) = canonical token log-likelihood + removed mass (1e-4)."""
+    text = "Hello, world!"
+    sc = smol.score(text)
+    ids = list(smol.core.encode(text.encode()))
+    tl = smol.token_lm
+    rows = tl.logprobs([ids[:k] for k in range(len(ids) + 1)])
+    canon = sum(float(rows[k][t]) for k, t in enumerate(ids)) + float(np.logaddexp.reduce(rows[len(ids)][smol.eos_ids]))
+    assert sc.noncanonical_nats >= -1e-9
+    assert abs(sc.logprob - (canon + sc.noncanonical_nats)) <= 1e-4, (sc.logprob, canon, sc.noncanonical_nats)
+    assert abs(sc.prefix_logprob / (len(text) * math.log(2)) + sc.bits_per_byte) <= 1e-12
+
+
+def test_smollm2_distribution_is_normalised_inside_whitespace_and_characters(smol: ByteLM) -> None:
+    for prefix in [b"def f(x):\n    ", "caf\u00e9".encode()[:4], b"x  "]:
+        lp = smol.next_byte_logprobs(prefix)
+        assert lp.shape == (257,)
+        assert abs(np.logaddexp.reduce(lp)) <= 1e-9
+
+
+def test_gemma3_newlines_are_text() -> None:
+    gemma = _load("gemma3-270m")
+    lp = gemma.next_byte_logprobs("def f(x):\n    return x\n")
+    assert abs(np.logaddexp.reduce(lp)) <= 1e-9
+    assert lp[ord("\n")] > -30  # Gemma's "\n" tokens are text, not control tokens
+
+
+def test_real_two_model_ensemble_quick(smol: ByteLM) -> None:
+    gemma = _load("gemma3-270m")
+    ens = Ensemble([smol, gemma], mode="mixture")
+    out = ens.generate("The capital of Fra", max_new_bytes=6, temperature=0)
+    assert isinstance(out, str) and out.startswith("nce")
+    sc = ens.score(b"Hi there")
+    assert np.isfinite(sc.per_byte).all() and 0 < sc.bits_per_byte < 8
