@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from bytecover import ByteLM, models
-from bytecover.healing import heal_prompt
+from bytecover.healing import generate_ids, heal_prompt
 
 PROMPTS = [
     "The capital of France is",
@@ -60,26 +60,20 @@ def _peak_rss_mb() -> float:
 
 
 def _model_generate(lm: ByteLM, prompt: str, n_bytes: int, heal: bool) -> dict[str, Any]:
-    from transformers import LogitsProcessorList, StoppingCriteriaList
-
-    from bytecover.healing import TokenHealingProcessor
+    from transformers import StoppingCriteriaList
 
     data = prompt.encode()
-    kept, removed = heal_prompt(lm.core, data) if heal else (list(lm.core.encode(data)), b"")
     start = list(lm.token_lm.start_ids)  # type: ignore[attr-defined]
-    ids = torch.tensor([start + list(kept)])
-    procs = LogitsProcessorList([TokenHealingProcessor(lm.core, removed, ids.shape[1])]) if removed else None
-    stop = StoppingCriteriaList([_StopAfterBytes(lm.core, ids.shape[1], n_bytes, skip=len(removed))])
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+    kept, removed = heal_prompt(lm.core, data) if heal else (list(lm.core.encode(data)), b"")
+    n_input = len(start) + len(kept)
+    stop = StoppingCriteriaList([_StopAfterBytes(lm.core, n_input, n_bytes, skip=len(removed))])
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_bytes, do_sample=False,
-                                logits_processor=procs, stopping_criteria=stop, pad_token_id=pad)
+    new = generate_ids(lm.model, lm.tokenizer, lm.core, kept, removed, start_ids=start,
+                       max_new_tokens=n_bytes, stopping_criteria=stop)
     wall = time.perf_counter() - t0
-    new = out[0, ids.shape[1]:].tolist()
     text = b"".join(lm.core.token_bytes(t) or b"" for t in new)[len(removed):]
     # One forward per new token; the first one feeds the whole prompt.
-    return {"wall_s": wall, "bytes": len(text), "model_calls": len(new), "tokens_fed": ids.shape[1] + len(new) - 1,
+    return {"wall_s": wall, "bytes": len(text), "model_calls": len(new), "tokens_fed": n_input + len(new) - 1,
             "engine_s": 0.0, "text": text.decode("utf-8", "replace")}
 
 
@@ -99,7 +93,6 @@ def _byte_generate(lm: ByteLM, prompt: str, n_bytes: int, tolerance: float) -> d
 
 
 def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[float]) -> dict[str, Any]:
-    torch.set_num_threads(torch.get_num_threads())
     lm = ByteLM.from_pretrained(model_name)
     methods: dict[str, Any] = {"generate": lambda p: _model_generate(lm, p, n_bytes, heal=False),
                                "healed": lambda p: _model_generate(lm, p, n_bytes, heal=True),

@@ -72,19 +72,25 @@ def generate_naive(model: Any, tokenizer: Any, core: _core.Tokenizer, prompt: st
     return _generate(model, tokenizer, core, prompt, max_new_tokens, start_ids, heal=False)
 
 
-def _generate(model: Any, tokenizer: Any, core: _core.Tokenizer, prompt: str, max_new_tokens: int, start_ids: list[int] | None, heal: bool) -> str:
+def generate_ids(model: Any, tokenizer: Any, core: _core.Tokenizer, kept: list[int], removed: bytes, *, start_ids: list[int] | None = None, **generate_kw: Any) -> list[int]:
+    """Greedy `model.generate` after start tokens + `kept` prompt tokens, constrained to spell the
+    `removed` bytes first when there are any (a `heal_prompt` plan). Returns the new token ids;
+    extra keywords go to `generate`."""
     import torch
     from transformers import LogitsProcessorList
 
-    data = prompt.encode()
-    kept, removed = heal_prompt(core, data) if heal else (core.encode(data), b"")
-    start = list(start_ids or [])
-    ids = torch.tensor([start + kept], device=model.device)
+    ids = torch.tensor([list(start_ids or []) + list(kept)], device=model.device)
     procs = LogitsProcessorList([TokenHealingProcessor(core, removed, ids.shape[1])]) if removed else None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.inference_mode():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False, logits_processor=procs, pad_token_id=pad)
-    new = out[0, ids.shape[1]:].tolist()
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, logits_processor=procs, pad_token_id=pad, **generate_kw)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def _generate(model: Any, tokenizer: Any, core: _core.Tokenizer, prompt: str, max_new_tokens: int, start_ids: list[int] | None, heal: bool) -> str:
+    data = prompt.encode()
+    kept, removed = heal_prompt(core, data) if heal else (core.encode(data), b"")
+    new = generate_ids(model, tokenizer, core, kept, removed, start_ids=start_ids, max_new_tokens=max_new_tokens)
     eos = tokenizer.eos_token_id
     text = b"".join(core.token_bytes(t) or b"" for t in new if t != eos)
     # The removed bytes were part of the prompt: only what follows them is new.

@@ -406,11 +406,10 @@ def _mistral_model_file() -> Path:
     return path
 
 
-def _spm_bpe_merges(pieces: list[str]) -> list[list[str]]:
+def _spm_bpe_merges(ids: dict[str, int]) -> list[list[str]]:
     """Merges of a SentencePiece BPE model, as HF's converter derives them: every split of a
     piece into two pieces of the vocabulary, ordered by the id of the merged piece (a piece's id
     is its merge priority), then by the ids of the two halves."""
-    ids = {p: i for i, p in enumerate(pieces)}
     ranked: list[tuple[int, int, int, str, str]] = []
     for merged, i in ids.items():
         for cut in range(1, len(merged)):
@@ -421,13 +420,11 @@ def _spm_bpe_merges(pieces: list[str]) -> list[list[str]]:
     return [[left, right] for _, _, _, left, right in ranked]
 
 
-def _spm_tokenizer_json(model_file: Path) -> JsonDict:
-    """A fast-tokenizer description of a SentencePiece BPE model with byte fallback, in the
+def _spm_tokenizer_json(sp: Any) -> JsonDict:
+    """A fast-tokenizer description of a loaded SentencePiece BPE model with byte fallback, in the
     legacy Llama-2 shape that Mistral 7B v0.1's upstream tokenizer.json has."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(model_file))
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    vocab = {p: i for i, p in enumerate(pieces)}
     controls = [i for i in range(len(pieces)) if sp.is_control(i) or sp.is_unknown(i)]
     return {
         "version": "1.0",
@@ -454,8 +451,8 @@ def _spm_tokenizer_json(model_file: Path) -> JsonDict:
             "type": "BPE", "dropout": None, "unk_token": pieces[sp.unk_id()],
             "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": True,
             "byte_fallback": True, "ignore_merges": False,
-            "vocab": {p: i for i, p in enumerate(pieces)},
-            "merges": _spm_bpe_merges(pieces),
+            "vocab": vocab,
+            "merges": _spm_bpe_merges(vocab),
         },
     }
 
@@ -466,11 +463,10 @@ def _convert_mistral(asset: TokenizerAsset, out: Path) -> None:
     from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer
 
-    model_file = _mistral_model_file()
-    tj = _spm_tokenizer_json(model_file)
+    sp = spm.SentencePieceProcessor(model_file=str(_mistral_model_file()))
+    tj = _spm_tokenizer_json(sp)
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(tj)),
                                   unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    sp = spm.SentencePieceProcessor(model_file=str(model_file))
     meta = {
         "name": asset.name,
         "family": asset.family,

@@ -53,11 +53,9 @@ impl AddedText {
     /// Cut `text` into plain stretches and added tokens, as HF does.
     pub fn segments(&self, text: &[u8]) -> Vec<Segment> {
         let mut out = Vec::new();
-        let (mut start, mut at) = (0, 0);
+        // Nothing to match: the whole text is one stretch (the loop would find no match).
+        let (mut start, mut at) = (0, if self.is_empty() { text.len() } else { 0 });
         while at < text.len() {
-            if self.is_empty() {
-                break;
-            }
             match self.longest_at(text, at) {
                 Some((len, id)) => {
                     if start < at {

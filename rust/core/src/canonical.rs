@@ -90,11 +90,7 @@ impl Canonicalizer {
             match seg {
                 Segment::Added(r, _) => out.push(r),
                 Segment::Text(r) => {
-                    if self.pre.splits() {
-                        out.extend(self.pre.pieces(&self.pre.normalize(&text[r.clone()])).into_iter().map(|p| p.start + r.start..p.end + r.start));
-                    } else {
-                        out.push(r);
-                    }
+                    out.extend(self.pre.pieces(&self.pre.normalize(&text[r.clone()])).into_iter().map(|p| p.start + r.start..p.end + r.start));
                 }
             }
         }
@@ -195,7 +191,7 @@ impl Canonicalizer {
         // point is cut for good, so the anchor lies inside it.
         let settled = if self.added.is_empty() { text.len() } else { self.added.unstable_from(text) };
         let candidate = if self.pre.splits() {
-            let pieces: Vec<_> = self.pieces(&text[..settled]);
+            let pieces = self.pieces(&text[..settled]);
             if pieces.len() < 3 {
                 return (0, 0);
             }

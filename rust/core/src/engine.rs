@@ -373,6 +373,7 @@ impl CoverEngine {
     /// The next-byte distribution. Every group must have its row and score.
     pub fn distribution(&self) -> Result<Distribution> {
         let n = self.text.len();
+        let sp = self.canon.vocab().start_prefix().len();
         let mut num = [f64::NEG_INFINITY; 257];
         let mut prefix = f64::NEG_INFINITY;
         for (node, range) in &self.groups {
@@ -399,7 +400,6 @@ impl CoverEngine {
             if depth == 0 {
                 prefix = log_add(prefix, logp);
             }
-            let sp = self.canon.vocab().start_prefix().len();
             if depth == 0 || (*node == 0 && n == sp) {
                 num[256] = log_add(num[256], logp + nd.eos_logp);
             }
@@ -408,7 +408,6 @@ impl CoverEngine {
         // no token needs to cover (the empty token sequence spells the empty text), so every text
         // starts with it: P(x...) = p([]) = 1. Without this the mass the model puts on invalid
         // first tokens would be missing from P(x...) but not from the numerators' complement.
-        let sp = self.canon.vocab().start_prefix().len();
         if sp > 0 && n == sp {
             prefix = 0.0;
         }

@@ -121,6 +121,17 @@ fn compile(pattern: &str) -> Result<Regex> {
     Regex::new(pattern).map_err(|e| Error::Unsupported(format!("pre-tokenizer regex {pattern:?} ({e})")))
 }
 
+/// The `behavior` of a Split or Punctuation step; `Removed` is refused because it drops text.
+fn behavior_of(p: &Value, step: &str) -> Result<Behavior> {
+    Ok(match p["behavior"].as_str().unwrap_or("Isolated") {
+        "Isolated" => Behavior::Isolated,
+        "MergedWithPrevious" => Behavior::MergedWithPrevious,
+        "MergedWithNext" => Behavior::MergedWithNext,
+        "Contiguous" => Behavior::Contiguous,
+        other => return Err(Error::Unsupported(format!("{step} behavior {other:?} (it drops text)"))),
+    })
+}
+
 impl PreTokenizer {
     pub fn from_json(root: &Value) -> Result<Self> {
         let mut nfc = false;
@@ -146,13 +157,7 @@ impl PreTokenizer {
                     }
                 }
                 "Split" => {
-                    let behavior = match p["behavior"].as_str().unwrap_or("Isolated") {
-                        "Isolated" => Behavior::Isolated,
-                        "MergedWithPrevious" => Behavior::MergedWithPrevious,
-                        "MergedWithNext" => Behavior::MergedWithNext,
-                        "Contiguous" => Behavior::Contiguous,
-                        other => return Err(Error::Unsupported(format!("Split behavior {other:?} (it drops text)"))),
-                    };
+                    let behavior = behavior_of(p, "Split")?;
                     let invert = p["invert"].as_bool().unwrap_or(false);
                     if spaces_replaced && p["pattern"]["String"].as_str().is_some_and(|lit| lit.contains(' ')) {
                         continue;
@@ -166,13 +171,7 @@ impl PreTokenizer {
                 }
                 // Isolates punctuation as HF defines it: ASCII punctuation or a Unicode P* category.
                 "Punctuation" => {
-                    let behavior = match p["behavior"].as_str().unwrap_or("Isolated") {
-                        "Isolated" => Behavior::Isolated,
-                        "MergedWithPrevious" => Behavior::MergedWithPrevious,
-                        "MergedWithNext" => Behavior::MergedWithNext,
-                        "Contiguous" => Behavior::Contiguous,
-                        other => return Err(Error::Unsupported(format!("Punctuation behavior {other:?} (it drops text)"))),
-                    };
+                    let behavior = behavior_of(p, "Punctuation")?;
                     steps.push(Step::Split { re: Matcher::new(r"[\p{P}!-/:-@\[-`{-~]")?, behavior, invert: false });
                 }
                 "Digits" => steps.push(Step::Digits { individual: p["individual_digits"].as_bool().unwrap_or(false) }),

@@ -105,6 +105,17 @@ fn detect_kind(root: &Value) -> Result<VocabKind> {
     Ok(VocabKind::Plain)
 }
 
+/// Where a token id comes from in tokenizer.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// `model.vocab`: bytes from the token string.
+    Model,
+    /// An added token that stands for its content.
+    AddedText,
+    /// An added token with no bytes (special, or text the byte view cannot keep).
+    AddedControl,
+}
+
 /// Whether an added token is ordinary text: not special, matched on the raw input with no
 /// whitespace stripping (those flags change the text around it, which a byte view cannot keep).
 fn is_text_added_token(a: &Value) -> bool {
@@ -154,45 +165,42 @@ impl Vocabulary {
         }
         let kind = detect_kind(root)?;
         let vocab = model["vocab"].as_object().ok_or_else(|| Error::Malformed("model.vocab is not an object".into()))?;
-        let mut entries: Vec<(u32, String, bool)> = Vec::with_capacity(vocab.len());
+        let start_prefix = detect_start_prefix(root);
+        let mut entries: Vec<(u32, String, Origin)> = Vec::with_capacity(vocab.len());
         for (s, id) in vocab {
             let id = id.as_u64().ok_or_else(|| Error::Malformed(format!("id of {s:?} is not an integer")))? as u32;
-            entries.push((id, s.clone(), false));
+            entries.push((id, s.clone(), Origin::Model));
         }
-        let mut text_added = std::collections::HashSet::new();
         if let Some(added) = root["added_tokens"].as_array() {
             for a in added {
                 let id = a["id"].as_u64().ok_or_else(|| Error::Malformed("added token without id".into()))? as u32;
                 let content = a["content"].as_str().unwrap_or_default().to_string();
-                entries.push((id, content, true));
-                if is_text_added_token(a) {
-                    text_added.insert(id);
-                }
+                // A dummy prefix is prepended to every stretch between added tokens, which the
+                // byte-level view does not model; such tokenizers keep added tokens as controls.
+                let origin = if is_text_added_token(a) && start_prefix.is_empty() { Origin::AddedText } else { Origin::AddedControl };
+                entries.push((id, content, origin));
             }
         }
         let n_ids = entries.iter().map(|e| e.0 as usize + 1).max().unwrap_or(0);
         let mut strings = vec![String::new(); n_ids];
         let mut bytes: Vec<Option<Vec<u8>>> = vec![None; n_ids];
         let mut special = vec![false; n_ids];
-        let start_prefix = detect_start_prefix(root);
         let mut added_text = Vec::new();
         // Added tokens may also appear in model.vocab (with strings outside the byte table):
         // the added entry decides.
-        let added_ids: std::collections::HashSet<u32> = entries.iter().filter(|e| e.2).map(|e| e.0).collect();
-        for (id, s, is_added) in entries {
+        let added_ids: std::collections::HashSet<u32> = entries.iter().filter(|e| e.2 != Origin::Model).map(|e| e.0).collect();
+        for (id, s, origin) in entries {
             let i = id as usize;
-            if !is_added && added_ids.contains(&id) {
+            if origin == Origin::Model && added_ids.contains(&id) {
                 continue;
             }
-            // A dummy prefix is prepended to every stretch between added tokens, which the
-            // byte-level view does not model; such tokenizers keep added tokens as controls.
-            if is_added && text_added.contains(&id) && start_prefix.is_empty() {
+            if origin == Origin::AddedText {
                 strings[i] = s.clone();
                 bytes[i] = Some(s.clone().into_bytes());
                 added_text.push((s.into_bytes(), id));
                 continue;
             }
-            if is_added {
+            if origin == Origin::AddedControl {
                 // Added tokens are matched as whole strings before BPE runs and never produced by
                 // merges; they are control tokens for the byte-level view (their text, if typed in
                 // a prompt, is refused by the Python layer with a clear message).
