@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+import copy
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from . import _core
 from .sampling import EOS, SamplingConfig, sample
-from .token_lm import HFTokenLM, TokenLM, detect_start_ids
+from .token_lm import ContextTokenLM, HFTokenLM, TokenLM, detect_start_ids
 
 Text = str | bytes
 
@@ -45,8 +46,15 @@ class ByteState:
         self.stats.engine_seconds += time.perf_counter() - t0
         self._ready = False
 
-    def _fulfil(self) -> None:
+    def _fulfil(self, cover_only: bool = False) -> None:
+        """Answer the engine's requests. `cover_only`: skip rows of token prefixes that spell the
+        whole text (a cover needs only their probability, and fetching their rows would also make
+        the engine decide validity for every token after them)."""
         rows, scores = self.engine.requests()
+        if cover_only:
+            n = len(self.engine.text)
+            exact = {node for node, end in self.engine.groups() if end == n}
+            rows = [r for r in rows if r[0] not in exact]
         if scores:
             t0 = time.perf_counter()
             values = sequence_logprob(self.lm.token_lm, [toks for _, toks in scores])
@@ -66,7 +74,7 @@ class ByteState:
             t0 = time.perf_counter()
             self.engine.provide_rows([n for n, _ in rows], np.ascontiguousarray(block))
             self.stats.engine_seconds += time.perf_counter() - t0
-        self._ready = True
+        self._ready = not cover_only
 
     def distribution(self) -> tuple[np.ndarray, float, float, float]:
         """(257 log-probabilities, log Σ numerators, log P(prefix...), skipped-mass bound)."""
@@ -79,6 +87,11 @@ class ByteState:
 
     def logprobs(self) -> np.ndarray:
         return self.distribution()[0]
+
+    def ready(self) -> None:
+        """Fetch what the current step needs from the model (rows and scores), if not done yet."""
+        if not self._ready:
+            self._fulfil()
 
     def advance(self, byte: int) -> None:
         if not self._ready:
@@ -140,39 +153,51 @@ class ByteModel:
         """Exact natural-log next-byte distribution, shape (257,): bytes 0-255, then EOS."""
         return np.asarray(self.state(prefix).distribution()[0])
 
-    def stream(self, prompt: Text, *, max_new_bytes: int = 256, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None, stop: Sequence[Text] | None = None) -> Iterator[Text]:
-        """Yield the continuation piece by piece as it is decided (str pieces hold whole characters)."""
-        as_str = isinstance(prompt, str)
+    supports_handoff = False
+    """Whether `stream` can hand off to token-level decoding (one model, see `ByteLM`)."""
+
+    def stream(self, prompt: Text, *, max_new_bytes: int = 256, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None, stop: Sequence[Text] | None = None, bytewise: bool | None = None) -> Iterator[Text]:
+        """Yield the continuation piece by piece as it is decided (str pieces hold whole characters).
+
+        Two paths give the same distribution: byte by byte (every byte drawn from the exact
+        next-byte distribution), and the hand-off (one cover of the prompt drawn exactly, then
+        ordinary token decoding; `ByteLM` only). ``bytewise=None`` takes the hand-off whenever it
+        is the same distribution: plain sampling (temperature 1, no top-k/top-p). With other
+        controls it decodes byte by byte, since they act on bytes; ``bytewise=False`` forces the
+        hand-off and applies them to tokens instead (like ``model.generate``; greedy then takes
+        the most likely cover and then the most likely tokens).
+        """
         cfg = SamplingConfig(temperature, top_k, top_p)
+        plain = temperature == 1.0 and top_k is None and top_p is None
+        handoff = (not bytewise) if bytewise is not None else (plain and self.supports_handoff)
+        if handoff and not self.supports_handoff:
+            raise ValueError(f"{type(self).__name__} decides every byte jointly across its members; it has no hand-off path (use bytewise=True)")
+        if max_new_bytes < 0:
+            raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
         rng = np.random.default_rng(seed)
-        stops = [_as_bytes(s) for s in (stop or [])]
-        state = self.state(prompt)
-        self.last_state = state
-        out = bytearray()
-        emitted = 0
-        hold = max((len(s) for s in stops), default=1) - 1
-        for _ in range(max_new_bytes):
-            b = sample(state.distribution()[0], cfg, rng)
-            if b == EOS:
-                break
-            out.append(b)
-            hit = _find_stop(out, stops)
-            if hit is not None:
-                del out[hit:]
-                break
-            state.advance(b)
-            # Hold back bytes that could still begin a stop string, and partial characters.
-            ready = _safe_end(out, emitted, len(out) - hold if stops else len(out), as_str)
-            if ready > emitted:
-                yield _piece(out[emitted:ready], as_str)
-                emitted = ready
-        if len(out) > emitted:
-            yield _piece(out[emitted:], as_str)
+        chunks = self._handoff_chunks(prompt, cfg, rng) if handoff else self._byte_chunks(prompt, cfg, rng)
+        yield from _emit(chunks, max_new_bytes, [_as_bytes(s) for s in (stop or [])], isinstance(prompt, str))
 
     def generate(self, prompt: Text, **kw: Any) -> Text:
-        """The continuation of `prompt`: `str` for a `str` prompt (whole characters), else bytes."""
+        """The continuation of `prompt`: `str` for a `str` prompt (whole characters), else bytes.
+        Keywords as for `stream`."""
         pieces = list(self.stream(prompt, **kw))
         return "".join(pieces) if isinstance(prompt, str) else b"".join(pieces)  # type: ignore[arg-type]
+
+    def _byte_chunks(self, prompt: Text, cfg: SamplingConfig, rng: np.random.Generator) -> Generator[bytes, None, None]:
+        """One byte at a time from the exact next-byte distribution, until EOS."""
+        state = self.state(prompt)
+        self.last_state = state
+        while True:
+            b = sample(state.distribution()[0], cfg, rng)
+            if b == EOS:
+                return
+            yield bytes((b,))
+            # Only reached when the consumer wants another byte: no model call is wasted.
+            state.advance(b)
+
+    def _handoff_chunks(self, prompt: Text, cfg: SamplingConfig, rng: np.random.Generator) -> Generator[bytes, None, None]:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def score(self, text: Text) -> Score:
         """Exact byte-level log-likelihood of `text` (all token prefixes evaluated in batches)."""
@@ -215,6 +240,27 @@ class ByteLM(ByteModel):
         self.tolerance = tolerance
         self.max_prompt_tokens = max_prompt_tokens or _max_positions(self.model)
         self._special_texts = [s for s in (self.core.token_string(i) for i in self.core.special_ids) if s]
+        self._context_len = 0
+
+    supports_handoff = True
+
+    def with_context(self, context_ids: Sequence[int], *, eos_ids: Sequence[int] | None = None) -> ByteLM:
+        """This model continuing text that follows the tokens `context_ids` (after the start
+        tokens): a FIM template, a chat turn, an earlier document. Shares model and tokenizer;
+        `eos_ids` replaces the tokens that end the text (e.g. a FIM end token)."""
+        twin = copy.copy(self)
+        if eos_ids is not None:
+            twin.eos_ids = [int(t) for t in eos_ids]
+        twin.token_lm = ContextTokenLM(self.token_lm, context_ids)
+        twin._context_len = self._context_len + len(twin.token_lm.context)
+        return twin
+
+    def _handoff_chunks(self, prompt: Text, cfg: SamplingConfig, rng: np.random.Generator) -> Generator[bytes, None, None]:
+        from .handoff import handoff_chunks
+
+        state = self.state(prompt)
+        self.last_state = state
+        return handoff_chunks(self, state, cfg, rng)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: str = "cpu", dtype: Any = None, **kw: Any) -> ByteLM:
@@ -233,7 +279,7 @@ class ByteLM(ByteModel):
                     "token, which has no bytes. Remove it, or feed control tokens through the token-level API"
                 )
         if self.max_prompt_tokens is not None:
-            n = len(self.core.encode(prompt))
+            n = len(self.core.encode(prompt)) + self._context_len
             if n >= self.max_prompt_tokens:
                 raise ValueError(f"the prompt is {n} tokens long; the model accepts at most {self.max_prompt_tokens}. Shorten it")
 
@@ -273,6 +319,39 @@ def sequence_logprob(lm: Any, seqs: list[list[int]]) -> np.ndarray:
             out[j] += float(rows[i][t])
             i += 1
     return out
+
+
+def _emit(chunks: Generator[bytes, None, None], max_new_bytes: int, stops: list[bytes], as_str: bool) -> Iterator[Text]:
+    """Turn a stream of byte chunks into output pieces: cut at `max_new_bytes` and at the first
+    stop string (not included), hold back bytes that may begin a stop string and, for `str`
+    output, partial UTF-8 characters."""
+    out = bytearray()
+    emitted = 0
+    hold = max((len(s) for s in stops), default=1) - 1
+    done = max_new_bytes == 0
+    while not done:
+        chunk = next(chunks, None)
+        if chunk is None:
+            break
+        for b in chunk:
+            out.append(b)
+            hit = _find_stop(out, stops)
+            if hit is not None:
+                del out[hit:]
+                done = True
+                break
+            if len(out) >= max_new_bytes:
+                done = True
+                break
+        if done:
+            break
+        ready = _safe_end(out, emitted, len(out) - hold if stops else len(out), as_str)
+        if ready > emitted:
+            yield _piece(out[emitted:ready], as_str)
+            emitted = ready
+    chunks.close()  # stops the producer before it spends another model call
+    if len(out) > emitted:
+        yield _piece(out[emitted:], as_str)
 
 
 def _find_stop(out: bytearray, stops: list[bytes]) -> int | None:

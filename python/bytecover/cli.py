@@ -78,9 +78,9 @@ def _eval(args: argparse.Namespace) -> int:
         from .evaluation.ensemble_eval import main_ensemble
 
         return int(main_ensemble(args.rest) or 0)
-    from .evaluation.__main__ import main as fim_main
+    from .evaluation.completion_eval import main_fim
 
-    return int(fim_main(args.rest) or 0)
+    return int(main_fim(args.rest) or 0)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["TokenLM", "TokenLMBase", "HFTokenLM", "detect_start_ids"]
+__all__ = ["TokenLM", "TokenLMBase", "HFTokenLM", "ContextTokenLM", "detect_start_ids"]
 
 
 @runtime_checkable
@@ -59,6 +59,26 @@ class TokenLMBase:
                 out[i] += float(rows[k, t])
                 k += 1
         return out
+
+
+class ContextTokenLM(TokenLMBase):
+    """`base` with fixed tokens in front of every prefix (a FIM template, a chat turn).
+
+    The byte engine then models the text that follows those tokens; with `HFTokenLM` the shared
+    context is computed once and its key/value states are reused like any other trunk.
+    """
+
+    def __init__(self, base: TokenLM, context: Sequence[int]) -> None:
+        self.base = base
+        self.context = tuple(int(t) for t in context)
+        self.vocab_size = int(base.vocab_size)
+
+    def logprobs(self, prefixes: list[Sequence[int]]) -> np.ndarray:
+        return self.base.logprobs([self.context + tuple(p) for p in prefixes])
+
+    def __getattr__(self, name: str) -> Any:
+        # Counters and settings of the wrapped model (n_calls, n_tokens_fed, start_ids, ...).
+        return getattr(self.base, name)
 
 
 def detect_start_ids(tokenizer: Any) -> list[int]:

@@ -22,6 +22,9 @@
 //!   each). It is decided from the node's anchor (a few bytes), split over threads, memoised by
 //!   the anchored text and tokens, and skipped for tokens of probability exactly zero.
 
+mod covers;
+pub use covers::CoverChoice;
+
 use crate::canonical::Canonicalizer;
 use crate::error::{Error, Result};
 use crate::primitives::{log_add, TokenId};

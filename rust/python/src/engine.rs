@@ -3,7 +3,7 @@
 
 use crate::errors::{IntoPy, LogitsShapeError};
 use crate::tokenizer::PyTokenizer;
-use bytecover_core::engine::{CoverEngine, EngineConfig};
+use bytecover_core::engine::{CoverChoice, CoverEngine, EngineConfig};
 use bytecover_core::{healing, TokenId};
 use numpy::{PyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -89,6 +89,18 @@ impl PyCoverEngine {
     fn advance(&mut self, py: Python<'_>, byte: u8) -> PyResult<()> {
         let inner = &mut self.inner;
         py.detach(|| inner.advance(byte)).py_err()
+    }
+
+    /// Every cover of the current prefix with log p(cover) (see `bytecover_core::engine::covers`).
+    fn covers(&self) -> PyResult<Vec<(Vec<TokenId>, f64)>> {
+        self.inner.covers().py_err()
+    }
+
+    /// One cover and its log-probability: drawn with the uniform number `u`, or the most likely
+    /// when `u` is None. Needs the rows of the current step (call `requests()` first).
+    #[pyo3(signature = (u=None))]
+    fn choose_cover(&self, u: Option<f64>) -> PyResult<(Vec<TokenId>, f64)> {
+        self.inner.choose_cover(u.map_or(CoverChoice::MostLikely, CoverChoice::Sample)).py_err()
     }
 
     /// Internal bytes so far (start prefix included).

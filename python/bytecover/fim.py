@@ -1,0 +1,176 @@
+"""Fill-in-the-middle with the model's own template, for a split at any byte.
+
+A FIM prompt is a token sequence: sentinel tokens around the separately encoded prefix and
+suffix, after which the model writes the middle and closes it with an end token. When the
+cursor sits inside a token (``"def fibo|nacci"``), the encoded prefix ends in a token the model
+rarely saw there, and naive decoding inherits that bias. Three methods:
+
+``"token"``
+    The plain template; the middle is decoded token by token after it.
+``"heal"``
+    Token healing: the prefix's last tokens (the `TokenHealer` plan) are taken out of the
+    prefix and the middle is constrained to start with their bytes, which are then dropped.
+``"bytes"``
+    Exact: where the middle continues the prefix directly (SPM order), the whole prefix is the
+    byte prompt of the exact model, so every tokenization of its end is weighed by the model;
+    in PSM order the prefix is closed by the suffix sentinel, so (as with healing) its unfinished
+    tail moves to the start of the middle, and the cover of that tail is drawn exactly. Then
+    decoding hands off to tokens (`bytewise=True` decodes every byte exactly instead).
+
+Generation stops at EOS, at one of the template's end tokens, at a stop string or after
+``max_new_bytes``; the returned text is the middle only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .byte_lm import ByteLM, Text, _as_bytes, _emit
+from .handoff import decode_tokens
+from .sampling import SamplingConfig
+
+__all__ = ["FimTemplate", "TEMPLATES", "detect_template", "complete", "METHODS"]
+
+METHODS = ("token", "heal", "bytes")
+
+
+@dataclass(frozen=True)
+class FimTemplate:
+    """Sentinel token strings of one model family and the orders it was trained with."""
+
+    name: str
+    prefix: str
+    suffix: str
+    middle: str
+    end: tuple[str, ...]
+    orders: tuple[str, ...] = ("psm",)
+
+
+TEMPLATES: dict[str, FimTemplate] = {
+    t.name: t
+    for t in (
+        FimTemplate("qwen2.5-coder", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>")),
+        FimTemplate("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", ("<|endoftext|>", "<file_sep>"), ("psm", "spm")),
+        FimTemplate("codellama", "▁<PRE>", "▁<SUF>", "▁<MID>", ("▁<EOT>",), ("psm", "spm")),
+        FimTemplate("deepseek-coder", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", ("<|EOT|>", "<｜end▁of▁sentence｜>")),
+    )
+}
+
+
+def _vocab(tokenizer: Any) -> dict[str, int]:
+    return dict(tokenizer.get_vocab())
+
+
+def detect_template(tokenizer: Any) -> FimTemplate:
+    """The template whose three sentinels are all tokens of `tokenizer`."""
+    vocab = _vocab(tokenizer)
+    for t in TEMPLATES.values():
+        if all(s in vocab for s in (t.prefix, t.suffix, t.middle)):
+            return t
+    raise ValueError(
+        "the tokenizer has no known fill-in-the-middle sentinels (known: "
+        + ", ".join(TEMPLATES) + "); pass template=FimTemplate(...) with its own token strings"
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    head: list[int]  # context tokens, the last thing before the text being continued
+    prompt: bytes  # bytes the exact model continues (bytes method)
+    kept: list[int]  # token-level prompt after the head (token and heal methods)
+    owed: bytes  # bytes the middle must start with (heal method); dropped from the output
+
+
+def _plan(lm: ByteLM, template: FimTemplate | None, prefix: bytes, suffix: bytes | None, method: str, order: str) -> _Plan:
+    core = lm.core
+    if method == "token":
+        kept, removed = (core.encode(prefix) if prefix else []), b""
+    else:
+        kept, removed = _heal_split(core, prefix)
+    if suffix is None:  # left to right: the prompt is all there is
+        if method == "bytes":
+            return _Plan(head=[], prompt=prefix, kept=[], owed=b"")
+        return _Plan(head=[], prompt=b"", kept=kept, owed=removed)
+    assert template is not None
+    ids = _vocab(lm.tokenizer)
+    pre, suf, mid = (ids[template.prefix], ids[template.suffix], ids[template.middle])
+    enc_suffix = core.encode(suffix) if suffix else []
+    if order == "psm":
+        head = [pre] + kept + [suf] + enc_suffix + [mid]
+        return _Plan(head=head, prompt=removed, kept=[], owed=removed)
+    # SPM: the middle continues the prefix directly, so the exact model takes all of it.
+    head = [pre, suf] + enc_suffix + [mid]
+    if method == "bytes":
+        return _Plan(head=head, prompt=prefix, kept=[], owed=b"")
+    return _Plan(head=head, prompt=b"", kept=kept, owed=removed)
+
+
+def _heal_split(core: _core.Tokenizer, text: bytes) -> tuple[list[int], bytes]:
+    if not text:
+        return [], b""
+    tokens = core.encode(text)
+    keep, removed = _core.TokenHealer(core).plan(tokens)
+    # The plan speaks internal bytes; with nothing kept they begin with the dummy prefix, if any.
+    sp = core.start_prefix
+    removed = bytes(removed)
+    if keep == 0 and sp and removed.startswith(sp):
+        removed = removed[len(sp):]
+    return tokens[:keep], removed
+
+
+def complete(
+    lm: ByteLM,
+    prefix: Text,
+    suffix: Text | None,
+    *,
+    method: str = "bytes",
+    order: str = "psm",
+    template: FimTemplate | None = None,
+    max_new_bytes: int = 256,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: Sequence[Text] | None = None,
+    bytewise: bool = False,
+) -> Text:
+    """The middle between `prefix` and `suffix` (`str` in, `str` out; bytes in, bytes out).
+
+    ``suffix=None`` is left-to-right completion of `prefix` (any model, no template). `method`
+    is ``"token"``, ``"heal"`` or ``"bytes"`` (see the module doc); `order` ``"psm"`` or
+    ``"spm"`` where the template has it. Greedy by default (`temperature=0`); sampling controls
+    act on tokens, or on bytes with ``bytewise=True`` (bytes method only, slow: every byte is
+    decided exactly).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if bytewise and method != "bytes":
+        raise ValueError("bytewise=True applies to method='bytes' only")
+    as_str = isinstance(prefix, str)
+    pre = _as_bytes(prefix)
+    ends: list[int] = []
+    if suffix is not None:
+        template = template or detect_template(lm.tokenizer)
+        if order not in template.orders:
+            raise ValueError(f"{template.name} is trained with {'/'.join(template.orders)} order only, not {order!r}")
+        vocab = _vocab(lm.tokenizer)
+        ends = [vocab[e] for e in template.end if e in vocab]
+    plan = _plan(lm, template, pre, None if suffix is None else _as_bytes(suffix), method, order)
+    twin = lm.with_context(plan.head, eos_ids=sorted(set(lm.eos_ids) | set(ends)))
+    stops = [_as_bytes(s) for s in (stop or [])]
+    if method == "bytes":
+        out = twin.generate(plan.prompt, max_new_bytes=max_new_bytes, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stops, bytewise=bytewise)
+        text = out if isinstance(out, bytes) else out.encode()
+    else:
+        twin._check_prompt(pre)
+        cfg = SamplingConfig(temperature, top_k, top_p)
+        # Text that starts a new segment starts with the tokenizer's dummy prefix, if it has one.
+        owed = plan.owed if plan.kept else lm.core.start_prefix + plan.owed
+        chunks = decode_tokens(twin, list(plan.kept), cfg, np.random.default_rng(seed), owed=owed)
+        text = b"".join(_emit(chunks, max_new_bytes, stops, False))  # type: ignore[arg-type]
+    return text.decode("utf-8", errors="replace") if as_str else text

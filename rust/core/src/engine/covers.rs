@@ -1,0 +1,153 @@
+//! Covers of the current prefix: the token sequences a hand-off can continue from.
+//!
+//! A cover of x is a valid token sequence T + [v] whose last token reaches to or past the end of
+//! x while T ends inside it (or T itself when it spells x exactly). Its weight is p(T + [v]),
+//! and the weights sum to P(x...), so drawing a cover in proportion to its weight and then
+//! decoding tokens from it samples exactly from the byte-level distribution of what follows x:
+//! the bytes of v past the end of x are the first bytes of the continuation (prompt healing).
+
+use super::CoverEngine;
+use crate::error::{Error, Result};
+use crate::primitives::TokenId;
+
+/// How to pick one cover.
+#[derive(Debug, Clone, Copy)]
+pub enum CoverChoice {
+    /// In proportion to p(cover); `u` is a uniform number in [0, 1).
+    Sample(f64),
+    /// The single most probable cover.
+    MostLikely,
+}
+
+/// One class of covers: a group's node T with the trie positions of its crossing tokens (empty
+/// for a node spelling x exactly, which is a cover on its own).
+struct Class {
+    node: usize,
+    /// log of the scale that turns the node's `probs` into p(T + [v]).
+    base: f64,
+    /// Trie positions k with probs[k] > 0 of tokens longer than the rest of x.
+    crossing: Vec<std::ops::Range<usize>>,
+    /// log of the class weight.
+    log_weight: f64,
+}
+
+impl CoverEngine {
+    fn cover_classes(&self) -> Result<Vec<Class>> {
+        let n = self.text.len();
+        let sp = self.canon.vocab().start_prefix().len();
+        // The empty user text under a dummy prefix: the empty sequence covers it (P(x...) = 1).
+        if sp > 0 && n == sp {
+            return Ok(vec![Class { node: 0, base: 0.0, crossing: vec![], log_weight: 0.0 }]);
+        }
+        let mut out = Vec::new();
+        for (node, range) in &self.groups {
+            let nd = &self.nodes[*node];
+            let missing = || Error::Protocol(format!("node {node} still needs its row or score; call requests()"));
+            let logp = nd.logp.ok_or_else(missing)?;
+            let depth = n - nd.end;
+            if depth == 0 {
+                // Spells x exactly: a cover on its own, no row needed.
+                out.push(Class { node: *node, base: 0.0, crossing: vec![], log_weight: logp });
+                continue;
+            }
+            let probs = nd.probs.as_ref().ok_or_else(missing)?;
+            let crossing: Vec<_> = self.trie.children(range.clone(), depth).by_byte.into_iter().map(|(_, r)| r).collect();
+            let mass: f64 = crossing.iter().map(|r| probs[r.clone()].iter().sum::<f64>()).sum();
+            if mass > 0.0 {
+                let base = logp + nd.shift;
+                out.push(Class { node: *node, base, crossing, log_weight: base + mass.ln() });
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::ZeroMass);
+        }
+        Ok(out)
+    }
+
+    /// Every cover with its log-probability log p(cover) (for tests and inspection; the list
+    /// holds one entry per crossing token, so it can be long right after a token boundary).
+    pub fn covers(&self) -> Result<Vec<(Vec<TokenId>, f64)>> {
+        let mut out = Vec::new();
+        for c in self.cover_classes()? {
+            let trunk = self.tokens(c.node);
+            if c.crossing.is_empty() {
+                out.push((trunk, c.log_weight));
+                continue;
+            }
+            let probs = self.nodes[c.node].probs.as_ref().expect("checked in cover_classes");
+            for k in c.crossing.iter().flat_map(|r| r.clone()) {
+                if probs[k] > 0.0 {
+                    let mut seq = trunk.clone();
+                    seq.push(self.trie.id_at(k));
+                    out.push((seq, c.base + probs[k].ln()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One cover and its log-probability, drawn or the most likely (see `CoverChoice`).
+    pub fn choose_cover(&self, choice: CoverChoice) -> Result<(Vec<TokenId>, f64)> {
+        let classes = self.cover_classes()?;
+        let u = match choice {
+            CoverChoice::MostLikely => {
+                let (c, (k, _)) = classes.iter().map(|c| (c, self.best_in(c))).max_by(|a, b| a.1 .1.total_cmp(&b.1 .1)).expect("classes is not empty");
+                return Ok(self.cover_at(c, k));
+            }
+            CoverChoice::Sample(u) => u.clamp(0.0, 1.0),
+        };
+        // First the class in proportion to its mass, then a token within it with what is left of u.
+        let top = classes.iter().map(|c| c.log_weight).fold(f64::NEG_INFINITY, f64::max);
+        let weights: Vec<f64> = classes.iter().map(|c| (c.log_weight - top).exp()).collect();
+        let mut left = u * weights.iter().sum::<f64>();
+        let mut pick = classes.len() - 1;
+        for (i, w) in weights.iter().enumerate() {
+            if left < *w {
+                pick = i;
+                break;
+            }
+            left -= w;
+        }
+        let class = &classes[pick];
+        if class.crossing.is_empty() {
+            return Ok(self.cover_at(class, None));
+        }
+        let probs = self.nodes[class.node].probs.as_ref().expect("checked in cover_classes");
+        let total: f64 = class.crossing.iter().map(|r| probs[r.clone()].iter().sum::<f64>()).sum();
+        let mut left = (left / weights[pick]).clamp(0.0, 1.0) * total;
+        let mut chosen = None;
+        for k in class.crossing.iter().flat_map(|r| r.clone()) {
+            if probs[k] <= 0.0 {
+                continue;
+            }
+            chosen = Some(k);
+            if left < probs[k] {
+                break;
+            }
+            left -= probs[k];
+        }
+        Ok(self.cover_at(class, chosen))
+    }
+
+    /// The most probable crossing token of a class (None for an exact node) and its log-weight.
+    fn best_in(&self, c: &Class) -> (Option<usize>, f64) {
+        if c.crossing.is_empty() {
+            return (None, c.log_weight);
+        }
+        let probs = self.nodes[c.node].probs.as_ref().expect("checked in cover_classes");
+        let (k, p) = c.crossing.iter().flat_map(|r| r.clone()).map(|k| (k, probs[k])).max_by(|a, b| a.1.total_cmp(&b.1)).expect("a class with mass has tokens");
+        (Some(k), c.base + p.ln())
+    }
+
+    fn cover_at(&self, c: &Class, k: Option<usize>) -> (Vec<TokenId>, f64) {
+        let mut seq = self.tokens(c.node);
+        match k {
+            None => (seq, c.log_weight),
+            Some(k) => {
+                seq.push(self.trie.id_at(k));
+                let p = self.nodes[c.node].probs.as_ref().expect("checked in cover_classes")[k];
+                (seq, c.base + p.ln())
+            }
+        }
+    }
+}
