@@ -4,6 +4,8 @@ For each prompt (prose and code, several ending mid-token) every method produces
 
   generate    transformers `model.generate` on the prompt's canonical tokens (the baseline)
   healed      the token-healing baseline (`bytecover.healing`), also through `model.generate`
+  handoff     exact prompt healing: the most likely cover of the prompt, then greedy tokens
+              (`ByteLM.generate(..., temperature=0, bytewise=False)`, the hand-off path)
   exact       `ByteLM.generate(..., temperature=0)`: the exact byte-level distribution
   eps=1e-4/6  the bounded-error mode (reports the mass it may have skipped)
 
@@ -77,16 +79,16 @@ def _model_generate(lm: ByteLM, prompt: str, n_bytes: int, heal: bool) -> dict[s
             "engine_s": 0.0, "text": text.decode("utf-8", "replace")}
 
 
-def _byte_generate(lm: ByteLM, prompt: str, n_bytes: int, tolerance: float) -> dict[str, Any]:
+def _byte_generate(lm: ByteLM, prompt: str, n_bytes: int, tolerance: float, bytewise: bool = True) -> dict[str, Any]:
     lm.tolerance = tolerance
     tl = lm.token_lm
     tl.reset_cache()  # type: ignore[attr-defined]
     calls0, fed0 = tl.n_calls, tl.n_tokens_fed  # type: ignore[attr-defined]
     t0 = time.perf_counter()
-    text = lm.generate(prompt.encode(), max_new_bytes=n_bytes, temperature=0.0)
+    text = lm.generate(prompt.encode(), max_new_bytes=n_bytes, temperature=0.0, bytewise=bytewise)
     wall = time.perf_counter() - t0
     st = lm.last_state.stats
-    bound = float(lm.last_state.distribution()[3]) if tolerance > 0 else 0.0
+    bound = float(lm.last_state.distribution()[3]) if tolerance > 0 and bytewise else 0.0
     return {"wall_s": wall, "bytes": len(text), "model_calls": tl.n_calls - calls0,  # type: ignore[attr-defined]
             "tokens_fed": tl.n_tokens_fed - fed0, "engine_s": st.engine_seconds,  # type: ignore[attr-defined]
             "skipped_bound_last_step": bound, "text": bytes(text).decode("utf-8", "replace")}
@@ -96,6 +98,7 @@ def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[floa
     lm = ByteLM.from_pretrained(model_name)
     methods: dict[str, Any] = {"generate": lambda p: _model_generate(lm, p, n_bytes, heal=False),
                                "healed": lambda p: _model_generate(lm, p, n_bytes, heal=True),
+                               "handoff": lambda p: _byte_generate(lm, p, n_bytes, 0.0, bytewise=False),
                                "exact": lambda p: _byte_generate(lm, p, n_bytes, 0.0)}
     for eps in tolerances:
         methods[f"eps={eps:g}"] = (lambda e: (lambda p: _byte_generate(lm, p, n_bytes, e)))(eps)

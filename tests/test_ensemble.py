@@ -329,3 +329,21 @@ def test_real_two_model_ensemble_generates_and_scores() -> None:
         rows = state.member_logprobs()
         assert abs(lp[byte] - np.logaddexp(rows[0][byte], rows[1][byte]) + math.log(2)) <= 1e-9
         state.advance(byte)
+
+
+def test_humaneval_systems_decode_each_member_and_the_ensemble() -> None:
+    from bytecover.evaluation.ensemble_humaneval import humaneval_methods
+    from bytecover.evaluation.humaneval import Task
+
+    tj = toy_tokenizers()["ab_classic"]
+    eos = [toy_eos_id("ab_classic")]
+    hf = Tokenizer.from_str(json.dumps(tj))
+    a = ByteLM(RandomTokenLM(hf.get_vocab_size(), seed=1, eos_ids=eos, eos_bias=-3.0), hf, eos_ids=eos)
+    b = ByteLM(RandomTokenLM(hf.get_vocab_size(), seed=2, eos_ids=eos, eos_bias=-3.0), hf, eos_ids=eos)
+    methods = humaneval_methods({"a": a, "b": b}, ["mixture"], None, tolerance=0.0, max_new_bytes=8)
+    assert list(methods) == ["a", "b", "mixture(a+b)"]
+    task = Task(task_id="t/l2r/0", problem_id="t", mode="l2r", prefix="A", suffix="", reference="", test="", entry_point="f", stop=("BB",))
+    for name, run in methods.items():
+        out = run(task)
+        assert isinstance(out, str) and len(out) <= 8 and "BB" not in out, name
+    assert methods["a"](task) == a.generate("A", max_new_bytes=8, temperature=0, stop=["BB"])

@@ -390,6 +390,11 @@ def main_ensemble(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--verify-chunks", type=int, default=0, help="re-score the first K chunks with Ensemble.score")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--humaneval", type=int, default=0, metavar="N",
+                    help="also pass@1 on the first N HumanEval problems, left to right (writes DIR/humaneval/)")
+    ap.add_argument("--he-tolerance", type=float, default=1e-3, help="bounded-error tolerance for --humaneval")
+    ap.add_argument("--he-max-bytes", type=int, default=160, help="generation budget per task for --humaneval")
+    ap.add_argument("--skip-bpb", action="store_true", help="only the HumanEval part")
     args = ap.parse_args(argv)
     if args.weights is not None and len(args.weights) != len(args.models):
         ap.error(f"{len(args.weights)} weights for {len(args.models)} models")
@@ -410,10 +415,18 @@ def main_ensemble(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     lms = {name: ByteLM.from_pretrained(name, device=dev) for name, dev in zip(args.models, devices)}
     load_s = time.perf_counter() - t0
+    command = "bytecover eval ensemble " + " ".join(sys.argv[1:] if argv is None else list(argv))
+    if args.humaneval:
+        from .ensemble_humaneval import run_humaneval
+
+        run_humaneval(lms, out / "humaneval", n_problems=args.humaneval, modes=args.modes, weights=args.weights,
+                      tolerance=args.he_tolerance, max_new_bytes=args.he_max_bytes, seed=args.seed, command_line=command)
+    if args.skip_bpb:
+        return 0
     results = evaluate(lms, chunks, modes=args.modes, weights=args.weights, sweep=args.sweep, cache_dir=cache,
                        time_budget_s=args.time_budget_s, verify_chunks=args.verify_chunks)
     results["config"] = {
-        "command": "bytecover eval ensemble " + " ".join(sys.argv[1:] if argv is None else list(argv)),
+        "command": command,
         "models": args.models,
         "devices": devices,
         "chunk_bytes": args.chunk_bytes,
