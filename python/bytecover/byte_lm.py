@@ -57,7 +57,7 @@ class ByteState:
             rows = [r for r in rows if r[0] not in exact]
         if scores:
             t0 = time.perf_counter()
-            values = sequence_logprob(self.lm.token_lm, [toks for _, toks in scores])
+            values = shared_trunk_logprob(self.lm.token_lm, [toks for _, toks in scores])
             self.stats.model_seconds += time.perf_counter() - t0
             self.stats.scores += len(scores)
             self.engine.provide_scores([n for n, _ in scores], [float(v) for v in values])
@@ -352,6 +352,30 @@ def _emit(chunks: Generator[bytes, None, None], max_new_bytes: int, stops: list[
     chunks.close()  # stops the producer before it spends another model call
     if len(out) > emitted:
         yield _piece(out[emitted:], as_str)
+
+
+def shared_trunk_logprob(lm: Any, seqs: list[list[int]], batch: int = 32) -> np.ndarray:
+    """log p(seq) for sequences that share a long trunk (the covers of one prompt): the trunk is
+    scored once, each remainder from next-token rows (batched; with KV reuse they cost a few
+    tokens each). Scoring each whole sequence on its own would feed the prompt once per sequence."""
+    if len(seqs) <= 1:
+        return sequence_logprob(lm, seqs)
+    n = min(len(s) for s in seqs)
+    first = seqs[0]
+    for s in seqs[1:]:
+        n = next((i for i in range(n) if s[i] != first[i]), n)
+    base = float(sequence_logprob(lm, [first[:n]])[0]) if n else 0.0
+    needed = sorted({tuple(s[:k]) for s in seqs for k in range(n, len(s))}, key=lambda p: (len(p), p))
+    rows: dict[tuple[int, ...], np.ndarray] = {}
+    for i in range(0, len(needed), batch):
+        chunk = needed[i : i + batch]
+        for p, r in zip(chunk, lm.logprobs([list(c) for c in chunk])):
+            rows[p] = np.asarray(r)
+    out = np.full(len(seqs), base, dtype=np.float64)
+    for j, s in enumerate(seqs):
+        for k in range(n, len(s)):
+            out[j] += float(rows[tuple(s[:k])][s[k]])
+    return out
 
 
 def _find_stop(out: bytearray, stops: list[bytes]) -> int | None:

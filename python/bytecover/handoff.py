@@ -10,7 +10,8 @@ key/value cache of the cover's trunk.
 It is the same distribution as byte-by-byte sampling when the model gives no mass to token
 sequences that no text encodes to (non-canonical ones): the byte-by-byte path removes that mass
 at every step, plain token decoding cannot. Tokens without bytes (control tokens other than EOS)
-are never drawn, as in the byte-level model.
+are never drawn, as in the byte-level model, and neither are tokens that would break a UTF-8
+character (`utf8_mask`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from . import _core
 from .sampling import SamplingConfig, sample
+from .utf8_mask import START, masks_for, run, state_after
 
 if TYPE_CHECKING:
     from .byte_lm import ByteLM, ByteState, CallStats
@@ -60,6 +62,8 @@ def decode_tokens(lm: ByteLM, tokens: list[int], cfg: SamplingConfig, rng: np.ra
     banned = _control_ids(lm)
     eos = set(lm.eos_ids)
     healer = _core.TokenHealer(core) if owed else None
+    utf8 = masks_for(core, int(lm.token_lm.vocab_size))
+    char = state_after(b"".join(core.token_bytes(t) or b"" for t in tokens[-4:]))
     while True:
         t0 = time.perf_counter()
         row = np.array(lm.token_lm.logprobs([tokens])[0], dtype=np.float64)
@@ -68,6 +72,9 @@ def decode_tokens(lm: ByteLM, tokens: list[int], cfg: SamplingConfig, rng: np.ra
             stats.model_calls += 1
             stats.rows += 1
         row[banned] = -np.inf
+        row[~utf8.allowed(char)] = -np.inf
+        if char != START:
+            row[list(eos)] = -np.inf  # a text cannot end inside a character
         if owed:
             assert healer is not None
             allowed = np.zeros(row.shape[0], dtype=bool)
@@ -78,6 +85,7 @@ def decode_tokens(lm: ByteLM, tokens: list[int], cfg: SamplingConfig, rng: np.ra
             return
         tokens.append(t)
         data = core.token_bytes(t) or b""
+        char = run(char, data) or START
         if owed:
             cut = min(len(owed), len(data))
             data, owed = data[cut:], owed[cut:]
