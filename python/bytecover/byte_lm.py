@@ -46,15 +46,9 @@ class ByteState:
         self.stats.engine_seconds += time.perf_counter() - t0
         self._ready = False
 
-    def _fulfil(self, cover_only: bool = False) -> None:
-        """Answer the engine's requests. `cover_only`: skip rows of token prefixes that spell the
-        whole text (a cover needs only their probability, and fetching their rows would also make
-        the engine decide validity for every token after them)."""
+    def _fulfil(self) -> None:
+        """Answer the engine's requests: scores, then rows in one batched call."""
         rows, scores = self.engine.requests()
-        if cover_only:
-            n = len(self.engine.text)
-            exact = {node for node, end in self.engine.groups() if end == n}
-            rows = [r for r in rows if r[0] not in exact]
         if scores:
             t0 = time.perf_counter()
             values = shared_trunk_logprob(self.lm.token_lm, [toks for _, toks in scores])
@@ -71,10 +65,46 @@ class ByteState:
                 self.stats.model_calls += 1
             self.stats.model_seconds += time.perf_counter() - t0
             self.stats.rows += len(rows)
-            t0 = time.perf_counter()
-            self.engine.provide_rows([n for n, _ in rows], np.ascontiguousarray(block))
-            self.stats.engine_seconds += time.perf_counter() - t0
-        self._ready = not cover_only
+            self._provide_rows([n for n, _ in rows], block)
+        self._ready = True
+
+    def _provide_rows(self, nodes: list[int], block: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        self.engine.provide_rows(nodes, np.ascontiguousarray(block))
+        self.stats.engine_seconds += time.perf_counter() - t0
+
+    def fulfil_for_cover(self) -> None:
+        """What drawing a cover needs, in one batched model call: rows of the groups whose
+        tokens cross the end of the text (not of those spelling it exactly: a cover needs only
+        their probability, and their rows would make the engine decide validity for every token
+        after them), and the groups' probabilities *relative to the trunk all covers share*,
+        from rows after that trunk (the prompt is fed once, on the KV cache; the shared factor
+        cancels when a cover is drawn). Afterwards `distribution()` still gives the right
+        next-byte probabilities, but its log P(prefix...) and log Σ are relative to that trunk."""
+        rows, scores = self.engine.requests()
+        n = len(self.engine.text)
+        exact = {node for node, end in self.engine.groups() if end == n}
+        rows = [r for r in rows if r[0] not in exact]
+        score_seqs = [list(toks) for _, toks in scores]
+        # The trunk every group shares (groups whose probability is already known included, so
+        # that all of them are relative to the same thing).
+        trunk = _common_prefix([list(self.engine.tokens(node)) for node, _ in self.engine.groups()]) if score_seqs else 0
+        needed = {tuple(s[:k]) for s in score_seqs for k in range(trunk, len(s))} | {tuple(t) for _, t in rows}
+        if not needed:
+            return
+        ordered = sorted(needed, key=lambda p: (len(p), p))
+        t0 = time.perf_counter()
+        block = self.lm.token_lm.logprobs([list(p) for p in ordered])
+        self.stats.model_seconds += time.perf_counter() - t0
+        self.stats.model_calls += 1
+        self.stats.rows += len(ordered)
+        at = {p: i for i, p in enumerate(ordered)}
+        if scores:
+            values = [sum(float(block[at[tuple(s[:k])]][s[k]]) for k in range(trunk, len(s))) for s in score_seqs]
+            self.stats.scores += len(scores)
+            self.engine.provide_scores([node for node, _ in scores], values)
+        if rows:
+            self._provide_rows([node for node, _ in rows], block[[at[tuple(t)] for _, t in rows]])
 
     def distribution(self) -> tuple[np.ndarray, float, float, float]:
         """(257 log-probabilities, log Σ numerators, log P(prefix...), skipped-mass bound)."""
@@ -360,10 +390,8 @@ def shared_trunk_logprob(lm: Any, seqs: list[list[int]], batch: int = 32) -> np.
     tokens each). Scoring each whole sequence on its own would feed the prompt once per sequence."""
     if len(seqs) <= 1:
         return sequence_logprob(lm, seqs)
-    n = min(len(s) for s in seqs)
+    n = _common_prefix(seqs)
     first = seqs[0]
-    for s in seqs[1:]:
-        n = next((i for i in range(n) if s[i] != first[i]), n)
     base = float(sequence_logprob(lm, [first[:n]])[0]) if n else 0.0
     needed = sorted({tuple(s[:k]) for s in seqs for k in range(n, len(s))}, key=lambda p: (len(p), p))
     rows: dict[tuple[int, ...], np.ndarray] = {}
@@ -376,6 +404,14 @@ def shared_trunk_logprob(lm: Any, seqs: list[list[int]], batch: int = 32) -> np.
         for k in range(n, len(s)):
             out[j] += float(rows[tuple(s[:k])][s[k]])
     return out
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    first = seqs[0]
+    for s in seqs[1:]:
+        n = next((i for i in range(n) if s[i] != first[i]), n)
+    return n
 
 
 def _find_stop(out: bytearray, stops: list[bytes]) -> int | None:

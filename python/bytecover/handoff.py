@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 def draw_cover(state: ByteState, cfg: SamplingConfig, rng: np.random.Generator) -> tuple[list[int], float]:
     """A cover of the state's prefix and its log-probability: drawn exactly, or the most likely
     one under greedy decoding."""
-    state._fulfil(cover_only=True)
+    state.fulfil_for_cover()
     t0 = time.perf_counter()
     tokens, logp = state.engine.choose_cover(None if cfg.greedy else float(rng.random()))
     state.stats.engine_seconds += time.perf_counter() - t0

@@ -94,6 +94,15 @@ fn benches(c: &mut Criterion) {
         let mut ext = tail.clone();
         ext.extend(l.canon.encode(b"nce").unwrap());
         g.bench_with_input(BenchmarkId::new("validity check", &l.label), l, |b, l| b.iter(|| black_box(l.canon.valid_from(&text, &ext))));
+        // The slow case of exact decoding: after a run of spaces almost every token is invalid,
+        // and a rejection has to try every witness.
+        let spaces = l.canon.encode(b")\n        ").unwrap();
+        let mut bad_text = b")\n        ".to_vec();
+        bad_text.extend_from_slice(b"x");
+        let mut bad = spaces.clone();
+        bad.extend(l.canon.encode(b"x").unwrap());
+        assert!(!l.canon.valid_from(&bad_text, &bad));
+        g.bench_with_input(BenchmarkId::new("invalid check after spaces", &l.label), l, |b, l| b.iter(|| black_box(l.canon.valid_from(&bad_text, &bad))));
     }
     g.finish();
 
