@@ -94,7 +94,7 @@ def _byte_generate(lm: ByteLM, prompt: str, n_bytes: int, tolerance: float, byte
             "skipped_bound_last_step": bound, "text": bytes(text).decode("utf-8", "replace")}
 
 
-def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[float]) -> dict[str, Any]:
+def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[float], only: list[str] | None = None) -> dict[str, Any]:
     lm = ByteLM.from_pretrained(model_name)
     methods: dict[str, Any] = {"generate": lambda p: _model_generate(lm, p, n_bytes, heal=False),
                                "healed": lambda p: _model_generate(lm, p, n_bytes, heal=True),
@@ -102,6 +102,8 @@ def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[floa
                                "exact": lambda p: _byte_generate(lm, p, n_bytes, 0.0)}
     for eps in tolerances:
         methods[f"eps={eps:g}"] = (lambda e: (lambda p: _byte_generate(lm, p, n_bytes, e)))(eps)
+    if only:
+        methods = {k: v for k, v in methods.items() if k in only or k == "generate"}
     # Warm-up: first forwards pay for allocation and thread start-up.
     _model_generate(lm, prompts[0], 8, heal=False)
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
@@ -154,17 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bytes", type=int, default=48, help="new bytes per prompt")
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the fixed prompts")
     ap.add_argument("--tolerance", type=float, nargs="*", default=[1e-4, 1e-6])
+    ap.add_argument("--methods", nargs="*", default=None, help="only these (generate always runs): healed handoff exact eps=...")
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     args = ap.parse_args(argv)
-    result = run(args.model, args.bytes, PROMPTS[: args.prompts], args.tolerance)
+    result = run(args.model, args.bytes, PROMPTS[: args.prompts], args.tolerance, args.methods)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.model}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
-    plot(result, args.out / f"{args.model}.png")
+    stem = args.model if not args.methods else f"{args.model}-{args.bytes}B-" + "-".join(args.methods)
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    plot(result, args.out / f"{stem}.png")
     print(f"{'method':10} {'bytes/s':>8} {'x gen':>6} {'calls/B':>8} {'tok/B':>6} {'engine ms/B':>12}")
     for name, s in result["summary"].items():
         print(f"{name:10} {s['bytes_per_s']:8.2f} {s['time_ratio_vs_generate']:6.2f} {s['model_calls_per_byte']:8.3f} "
               f"{s['tokens_fed_per_byte']:6.2f} {s['engine_ms_per_byte']:12.1f}")
-    print(f"wrote {args.out / (args.model + '.json')} and .png")
+    print(f"wrote {args.out / (stem + '.json')} and .png")
     return 0
 
 
