@@ -26,7 +26,7 @@ fn main() {
         text.extend_from_slice(canon.vocab().token_bytes(id).unwrap());
         n += canon.encode(&text).unwrap().len();
     }
-    println!("encode: {:.2} us/check", t.elapsed().as_secs_f64() * 1e6 / ids.len() as f64);
+    println!("encode: {:.2} us/check ({n})", t.elapsed().as_secs_f64() * 1e6 / ids.len() as f64);
     let t = Instant::now();
     let mut bad = 0;
     let mut tl = tail.clone();

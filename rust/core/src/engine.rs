@@ -21,6 +21,11 @@
 //! * Validity of T + [v] for every v in the vocabulary is the expensive part (one local encoding
 //!   each). It is decided from the node's anchor (a few bytes), split over threads, memoised by
 //!   the anchored text and tokens, and skipped for tokens of probability exactly zero.
+//! * Tried and dropped: comparing a validity witness's encoding piece by piece and stopping at
+//!   the first piece that differs. After a run of spaces (the slow case: almost every token is
+//!   invalid and all witnesses are tried) it bought nothing measurable (Criterion "invalid check
+//!   after spaces", SmolLM2: 13.4 µs before, 12.9 µs after, within noise): the strings are short
+//!   and cutting them into pieces, not BPE of later pieces, is the cost.
 
 mod covers;
 pub use covers::CoverChoice;
