@@ -89,27 +89,23 @@ class ByteState:
         # The trunk every group shares (groups whose probability is already known included, so
         # that all of them are relative to the same thing).
         trunk = _common_prefix([list(self.engine.tokens(node)) for node, _ in self.engine.groups()]) if score_seqs else 0
-        needed = {tuple(s[:k]) for s in score_seqs for k in range(trunk, len(s))} | {tuple(t) for _, t in rows}
+        needed = _tail_prefixes(score_seqs, trunk) | {tuple(t) for _, t in rows}
         if not needed:
             return
-        ordered = sorted(needed, key=lambda p: (len(p), p))
         t0 = time.perf_counter()
-        block = self.lm.token_lm.logprobs([list(p) for p in ordered])
+        fetched = rows_by_prefix(self.lm.token_lm, needed, batch=len(needed))  # one call
         self.stats.model_seconds += time.perf_counter() - t0
         self.stats.model_calls += 1
-        self.stats.rows += len(ordered)
-        at = {p: i for i, p in enumerate(ordered)}
+        self.stats.rows += len(needed)
         if scores:
-            values = [sum(float(block[at[tuple(s[:k])]][s[k]]) for k in range(trunk, len(s))) for s in score_seqs]
             self.stats.scores += len(scores)
-            self.engine.provide_scores([node for node, _ in scores], values)
+            self.engine.provide_scores([node for node, _ in scores], _tail_logprobs(fetched, score_seqs, trunk))
         if rows:
-            self._provide_rows([node for node, _ in rows], block[[at[tuple(t)] for _, t in rows]])
+            self._provide_rows([node for node, _ in rows], np.stack([fetched[tuple(t)] for _, t in rows]))
 
     def distribution(self) -> tuple[np.ndarray, float, float, float]:
         """(257 log-probabilities, log Σ numerators, log P(prefix...), skipped-mass bound)."""
-        if not self._ready:
-            self._fulfil()
+        self.ready()
         t0 = time.perf_counter()
         out = self.engine.distribution()
         self.stats.engine_seconds += time.perf_counter() - t0
@@ -124,8 +120,7 @@ class ByteState:
             self._fulfil()
 
     def advance(self, byte: int) -> None:
-        if not self._ready:
-            self._fulfil()
+        self.ready()
         t0 = time.perf_counter()
         self.engine.advance(byte)
         self.stats.engine_seconds += time.perf_counter() - t0
@@ -326,15 +321,7 @@ class ByteLM(ByteModel):
         """Rows for every valid token prefix spelling a prefix of `data`, in batched calls."""
         seqs = {tuple(t) for t in _core.CoverEngine.prefixes_along(self.core, data)}
         seqs.add(())
-        ordered = sorted(seqs, key=lambda s: (len(s), s))
-        cache: dict[tuple[int, ...], np.ndarray] = {}
-        batch = 16
-        for i in range(0, len(ordered), batch):
-            chunk = ordered[i : i + batch]
-            rows = self.token_lm.logprobs([list(s) for s in chunk])
-            for s, r in zip(chunk, rows):
-                cache[s] = np.asarray(r)
-        return cache
+        return rows_by_prefix(self.token_lm, seqs, batch=16)
 
 
 def sequence_logprob(lm: Any, seqs: list[list[int]]) -> np.ndarray:
@@ -391,19 +378,31 @@ def shared_trunk_logprob(lm: Any, seqs: list[list[int]], batch: int = 32) -> np.
     if len(seqs) <= 1:
         return sequence_logprob(lm, seqs)
     n = _common_prefix(seqs)
-    first = seqs[0]
-    base = float(sequence_logprob(lm, [first[:n]])[0]) if n else 0.0
-    needed = sorted({tuple(s[:k]) for s in seqs for k in range(n, len(s))}, key=lambda p: (len(p), p))
+    base = float(sequence_logprob(lm, [seqs[0][:n]])[0]) if n else 0.0
+    rows = rows_by_prefix(lm, _tail_prefixes(seqs, n), batch=batch)
+    return base + np.asarray(_tail_logprobs(rows, seqs, n), dtype=np.float64)
+
+
+def rows_by_prefix(lm: Any, prefixes: Any, batch: int) -> dict[tuple[int, ...], np.ndarray]:
+    """Next-token rows for a set of token prefixes, `batch` per call, shortest first (so that
+    KV reuse finds each trunk already computed)."""
+    ordered = sorted({tuple(p) for p in prefixes}, key=lambda p: (len(p), p))
     rows: dict[tuple[int, ...], np.ndarray] = {}
-    for i in range(0, len(needed), batch):
-        chunk = needed[i : i + batch]
+    for i in range(0, len(ordered), batch):
+        chunk = ordered[i : i + batch]
         for p, r in zip(chunk, lm.logprobs([list(c) for c in chunk])):
             rows[p] = np.asarray(r)
-    out = np.full(len(seqs), base, dtype=np.float64)
-    for j, s in enumerate(seqs):
-        for k in range(n, len(s)):
-            out[j] += float(rows[tuple(s[:k])][s[k]])
-    return out
+    return rows
+
+
+def _tail_prefixes(seqs: list[list[int]], start: int) -> set[tuple[int, ...]]:
+    """The prefixes whose rows score each sequence's tokens from position `start` on."""
+    return {tuple(s[:k]) for s in seqs for k in range(start, len(s))}
+
+
+def _tail_logprobs(rows: Any, seqs: list[list[int]], start: int) -> list[float]:
+    """sum_{k >= start} log p(s[k] | s[:k]) for each sequence, from rows keyed by prefix."""
+    return [sum(float(rows[tuple(s[:k])][s[k]]) for k in range(start, len(s))) for s in seqs]
 
 
 def _common_prefix(seqs: list[list[int]]) -> int:

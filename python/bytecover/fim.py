@@ -32,6 +32,7 @@ import numpy as np
 from . import _core
 from .byte_lm import ByteLM, Text, _as_bytes, _emit
 from .handoff import decode_tokens
+from .healing import heal_prompt
 from .sampling import SamplingConfig
 
 __all__ = ["FimTemplate", "TEMPLATES", "detect_template", "complete", "METHODS"]
@@ -68,7 +69,10 @@ def _vocab(tokenizer: Any) -> dict[str, int]:
 
 def detect_template(tokenizer: Any) -> FimTemplate:
     """The template whose three sentinels are all tokens of `tokenizer`."""
-    vocab = _vocab(tokenizer)
+    return _detect(_vocab(tokenizer))
+
+
+def _detect(vocab: dict[str, int]) -> FimTemplate:
     for t in TEMPLATES.values():
         if all(s in vocab for s in (t.prefix, t.suffix, t.middle)):
             return t
@@ -86,7 +90,8 @@ class _Plan:
     owed: bytes  # bytes the middle must start with (heal method); dropped from the output
 
 
-def _plan(lm: ByteLM, template: FimTemplate | None, prefix: bytes, suffix: bytes | None, method: str, order: str) -> _Plan:
+def _plan(lm: ByteLM, sentinels: tuple[int, int, int] | None, prefix: bytes, suffix: bytes | None, method: str, order: str) -> _Plan:
+    """`sentinels`: the template's (prefix, suffix, middle) token ids; None left to right."""
     core = lm.core
     if method == "token":
         kept, removed = (core.encode(prefix) if prefix else []), b""
@@ -96,9 +101,8 @@ def _plan(lm: ByteLM, template: FimTemplate | None, prefix: bytes, suffix: bytes
         if method == "bytes":
             return _Plan(head=[], prompt=prefix, kept=[], owed=b"")
         return _Plan(head=[], prompt=b"", kept=kept, owed=removed)
-    assert template is not None
-    ids = _vocab(lm.tokenizer)
-    pre, suf, mid = (ids[template.prefix], ids[template.suffix], ids[template.middle])
+    assert sentinels is not None
+    pre, suf, mid = sentinels
     enc_suffix = core.encode(suffix) if suffix else []
     if order == "psm":
         head = [pre] + kept + [suf] + enc_suffix + [mid]
@@ -113,14 +117,12 @@ def _plan(lm: ByteLM, template: FimTemplate | None, prefix: bytes, suffix: bytes
 def _heal_split(core: _core.Tokenizer, text: bytes) -> tuple[list[int], bytes]:
     if not text:
         return [], b""
-    tokens = core.encode(text)
-    keep, removed = _core.TokenHealer(core).plan(tokens)
+    kept, removed = heal_prompt(core, text)
     # The plan speaks internal bytes; with nothing kept they begin with the dummy prefix, if any.
     sp = core.start_prefix
-    removed = bytes(removed)
-    if keep == 0 and sp and removed.startswith(sp):
+    if not kept and sp and removed.startswith(sp):
         removed = removed[len(sp):]
-    return tokens[:keep], removed
+    return kept, removed
 
 
 def complete(
@@ -154,13 +156,15 @@ def complete(
     as_str = isinstance(prefix, str)
     pre = _as_bytes(prefix)
     ends: list[int] = []
+    sentinels = None
     if suffix is not None:
-        template = template or detect_template(lm.tokenizer)
+        vocab = _vocab(lm.tokenizer)  # read once: a large vocabulary costs milliseconds to copy
+        template = template or _detect(vocab)
         if order not in template.orders:
             raise ValueError(f"{template.name} is trained with {'/'.join(template.orders)} order only, not {order!r}")
-        vocab = _vocab(lm.tokenizer)
         ends = [vocab[e] for e in template.end if e in vocab]
-    plan = _plan(lm, template, pre, None if suffix is None else _as_bytes(suffix), method, order)
+        sentinels = (vocab[template.prefix], vocab[template.suffix], vocab[template.middle])
+    plan = _plan(lm, sentinels, pre, None if suffix is None else _as_bytes(suffix), method, order)
     twin = lm.with_context(plan.head, eos_ids=sorted(set(lm.eos_ids) | set(ends)))
     stops = [_as_bytes(s) for s in (stop or [])]
     if method == "bytes":

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import _core
+from .healing import as_numpy_mask
 from .sampling import SamplingConfig, sample
 from .utf8_mask import START, masks_for, run, state_after
 
@@ -61,7 +61,6 @@ def decode_tokens(lm: ByteLM, tokens: list[int], cfg: SamplingConfig, rng: np.ra
     core = lm.core
     banned = _control_ids(lm)
     eos = set(lm.eos_ids)
-    healer = _core.TokenHealer(core) if owed else None
     utf8 = masks_for(core, int(lm.token_lm.vocab_size))
     char = state_after(b"".join(core.token_bytes(t) or b"" for t in tokens[-4:]))
     while True:
@@ -76,10 +75,7 @@ def decode_tokens(lm: ByteLM, tokens: list[int], cfg: SamplingConfig, rng: np.ra
         if char != START:
             row[list(eos)] = -np.inf  # a text cannot end inside a character
         if owed:
-            assert healer is not None
-            allowed = np.zeros(row.shape[0], dtype=bool)
-            allowed[[a for a in healer.allowed(owed) if a < row.shape[0]]] = True
-            row[~allowed] = -np.inf
+            row[~as_numpy_mask(core, owed, row.shape[0])] = -np.inf
         t = sample(row, cfg, rng)
         if t in eos and not owed:
             return
