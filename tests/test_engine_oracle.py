@@ -259,3 +259,14 @@ def test_real_tokenizers_random_lm(name: str, full: bool) -> None:
         _compare_numerators(blm, ref, lm, eos, user, rows)
 
     drawn()
+
+
+def test_three_bytes_into_a_four_byte_character() -> None:
+    # Bytes of an unfinished character are pieces of their own; a validity check anchored on one
+    # of them judged every next token invalid (zero mass where the oracle has some). Found by the
+    # lazy-choice walks.
+    _, eos, ref, hf = _toy("ws_bytelevel")
+    lm = RandomTokenLM(hf.get_vocab_size(), seed=7, eos_ids=eos, eos_bias=-1.0)
+    blm = ByteLM(lm, hf, eos_ids=eos)
+    for user in [b"b&\xe9\xa8\xa2\xf0\xb3\xb0", b"&\xf0\xb3\xb0", b"\xe9\xa8\xa2\xf0\x9f\x98"]:
+        _compare(blm, ref, lm, eos, user)

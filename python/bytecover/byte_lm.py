@@ -77,31 +77,10 @@ class ByteState:
         """What drawing a cover needs, in one batched model call: rows of the groups whose
         tokens cross the end of the text (not of those spelling it exactly: a cover needs only
         their probability, and their rows would make the engine decide validity for every token
-        after them), and the groups' probabilities *relative to the trunk all covers share*,
-        from rows after that trunk (the prompt is fed once, on the KV cache; the shared factor
-        cancels when a cover is drawn). Afterwards `distribution()` still gives the right
-        next-byte probabilities, but its log P(prefix...) and log Σ are relative to that trunk."""
-        rows, scores = self.engine.requests()
-        n = len(self.engine.text)
-        exact = {node for node, end in self.engine.groups() if end == n}
-        rows = [r for r in rows if r[0] not in exact]
-        score_seqs = [list(toks) for _, toks in scores]
-        # The trunk every group shares (groups whose probability is already known included, so
-        # that all of them are relative to the same thing).
-        trunk = _common_prefix([list(self.engine.tokens(node)) for node, _ in self.engine.groups()]) if score_seqs else 0
-        needed = _tail_prefixes(score_seqs, trunk) | {tuple(t) for _, t in rows}
-        if not needed:
-            return
-        t0 = time.perf_counter()
-        fetched = rows_by_prefix(self.lm.token_lm, needed, batch=len(needed))  # one call
-        self.stats.model_seconds += time.perf_counter() - t0
-        self.stats.model_calls += 1
-        self.stats.rows += len(needed)
-        if scores:
-            self.stats.scores += len(scores)
-            self.engine.provide_scores([node for node, _ in scores], _tail_logprobs(fetched, score_seqs, trunk))
-        if rows:
-            self._provide_rows([node for node, _ in rows], np.stack([fetched[tuple(t)] for _, t in rows]))
+        after them), and the groups' probabilities relative to the trunk all covers share (see
+        `fetch_relative`). Afterwards `distribution()` still gives the right next-byte
+        probabilities, but its log P(prefix...) and log Σ are relative to that trunk."""
+        fetch_relative(self, exact_rows=False)
 
     def distribution(self) -> tuple[np.ndarray, float, float, float]:
         """(257 log-probabilities, log Σ numerators, log P(prefix...), skipped-mass bound)."""
@@ -130,6 +109,38 @@ class ByteState:
     def text(self) -> bytes:
         """User bytes so far (the tokenizer's start prefix removed)."""
         return bytes(self.engine.text)[len(self.lm.core.start_prefix):]
+
+
+def fetch_relative(state: Any, exact_rows: bool) -> None:
+    """Scores of the engine's groups and their rows (those spelling the text exactly only if
+    `exact_rows`) in one batched model call. The scores are *relative to the trunk all groups
+    share*, from rows after that trunk: the prompt is fed once, on the KV cache, and the shared
+    factor cancels in every choice made from them. `state` has `engine`, `lm`, `stats`."""
+    engine = state.engine
+    rows, scores = engine.requests()
+    if not exact_rows:
+        n = len(engine.text)
+        exact = {node for node, end in engine.groups() if end == n}
+        rows = [r for r in rows if r[0] not in exact]
+    score_seqs = [list(toks) for _, toks in scores]
+    # The trunk every group shares (groups whose probability is already known included, so
+    # that all of them are relative to the same thing).
+    trunk = _common_prefix([list(engine.tokens(node)) for node, _ in engine.groups()]) if score_seqs else 0
+    needed = _tail_prefixes(score_seqs, trunk) | {tuple(t) for _, t in rows}
+    if not needed:
+        return
+    t0 = time.perf_counter()
+    fetched = rows_by_prefix(state.lm.token_lm, needed, batch=len(needed))  # one call
+    state.stats.model_seconds += time.perf_counter() - t0
+    state.stats.model_calls += 1
+    state.stats.rows += len(needed)
+    if scores:
+        state.stats.scores += len(scores)
+        engine.provide_scores([node for node, _ in scores], _tail_logprobs(fetched, score_seqs, trunk))
+    if rows:
+        t0 = time.perf_counter()
+        engine.provide_rows([node for node, _ in rows], np.ascontiguousarray(np.stack([fetched[tuple(t)] for _, t in rows])))
+        state.stats.engine_seconds += time.perf_counter() - t0
 
 
 @dataclass
@@ -279,6 +290,26 @@ class ByteLM(ByteModel):
         twin.token_lm = ContextTokenLM(self.token_lm, context_ids)
         twin._context_len = self._context_len + len(twin.token_lm.context)
         return twin
+
+    def _byte_chunks(self, prompt: Text, cfg: SamplingConfig, rng: np.random.Generator) -> Generator[bytes, None, None]:
+        """Byte by byte. Greedy and temperature sampling choose each byte with the lazy engine
+        (`ChoiceState`: the same byte the full distribution gives, at a fraction of the model
+        calls); top-k / top-p need the whole distribution, the bounded-error mode its own engine."""
+        if cfg.top_k is not None or cfg.top_p is not None or self.tolerance > 0:
+            yield from super()._byte_chunks(prompt, cfg, rng)
+            return
+        from .choice import ChoiceState
+
+        data = _as_bytes(prompt)
+        self._check_prompt(data)
+        state = ChoiceState(self, data)
+        self.last_state = state
+        while True:
+            b = state.choose(cfg, rng)
+            if b == EOS:
+                return
+            yield bytes((b,))
+            state.advance(b)
 
     def _handoff_chunks(self, prompt: Text, cfg: SamplingConfig, rng: np.random.Generator) -> Generator[bytes, None, None]:
         from .handoff import handoff_chunks

@@ -28,7 +28,9 @@
 //!   and cutting them into pieces, not BPE of later pieces, is the cost.
 
 mod covers;
+mod lazy;
 pub use covers::CoverChoice;
+pub use lazy::Pick;
 
 use crate::canonical::Canonicalizer;
 use crate::error::{Error, Result};
@@ -61,6 +63,10 @@ struct Node {
     eos_logp: f64,
     /// Bounded-error mode: probability mass (scaled like `probs`) taken as valid unchecked.
     assumed: f64,
+    /// Lazy mode: what is known of T + [v]'s validity, in trie order (see `lazy.rs`).
+    checked: Vec<u8>,
+    /// Lazy mode: text length up to which this node's children exist (see `lazy::catch_up`).
+    synced: usize,
 }
 
 impl Node {
@@ -98,11 +104,14 @@ pub struct EngineConfig {
     pub tolerance: f64,
     /// Threads for validity masks.
     pub threads: usize,
+    /// Decide validity and fetch rows only as far as choosing the next byte needs (`decide`);
+    /// the full distribution is then unavailable. See `lazy.rs`.
+    pub lazy: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { tolerance: 0.0, threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8) }
+        Self { tolerance: 0.0, threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8), lazy: false }
     }
 }
 
@@ -117,7 +126,8 @@ pub struct CoverEngine {
     groups: Vec<(NodeId, Range<usize>)>,
     mask_cache: FxHashMap<(Vec<u8>, Vec<TokenId>, Range<usize>), Arc<Vec<bool>>>,
     skipped: f64,
-    /// Non-canonical mass removed so far, summed in log space over steps (for reporting).
+    /// Lazy mode: nodes whose rows `decide` asked for.
+    pending: Vec<NodeId>,
     pub stats: EngineStats,
 }
 
@@ -135,8 +145,11 @@ impl CoverEngine {
     pub fn new(canon: Arc<Canonicalizer>, trie: Arc<TokenTrie>, prompt: &[u8], eos: Vec<TokenId>, cfg: EngineConfig) -> Result<Self> {
         let mut text = canon.vocab().start_prefix().to_vec();
         text.extend_from_slice(prompt);
-        let root = Node { parent: None, token: None, end: 0, logp: Some(0.0), anchor: 0, tail: vec![], probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0 };
-        let mut e = Self { canon, trie, eos, cfg, text: vec![], nodes: vec![root], groups: vec![], mask_cache: FxHashMap::default(), skipped: 0.0, stats: EngineStats::default() };
+        let root = Node { parent: None, token: None, end: 0, logp: Some(0.0), anchor: 0, tail: vec![], probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0, checked: vec![], synced: 0 };
+        if cfg.lazy && cfg.tolerance > 0.0 {
+            return Err(Error::Protocol("the lazy engine is exact; it takes no tolerance".into()));
+        }
+        let mut e = Self { canon, trie, eos, cfg, text: vec![], nodes: vec![root], groups: vec![], mask_cache: FxHashMap::default(), skipped: 0.0, pending: vec![], stats: EngineStats::default() };
         e.build(text)?;
         Ok(e)
     }
@@ -192,6 +205,10 @@ impl CoverEngine {
             return Err(Error::ZeroMass);
         }
         self.groups = groups;
+        // The search above made every child along the text.
+        for nd in &mut self.nodes {
+            nd.synced = n;
+        }
         Ok(())
     }
 
@@ -209,7 +226,7 @@ impl CoverEngine {
         }
         let lens: Vec<usize> = tail.iter().map(|&t| self.canon.vocab().token_bytes(t).map_or(0, <[u8]>::len)).collect();
         let (off, k) = self.canon.anchor(window, &lens);
-        let node = Node { parent: Some(parent), token: Some(tok), end, logp, anchor: p.anchor + off, tail: tail[k..].to_vec(), probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0 };
+        let node = Node { parent: Some(parent), token: Some(tok), end, logp, anchor: p.anchor + off, tail: tail[k..].to_vec(), probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0, checked: vec![], synced: end };
         self.nodes.push(node);
         self.stats.nodes_created += 1;
         Ok(Some(self.nodes.len() - 1))
@@ -274,10 +291,16 @@ impl CoverEngine {
             shift = shift.max(v);
         }
         self.nodes[node].shift = shift;
-        let range = self.groups.iter().find(|g| g.0 == node).map(|g| g.1.clone()).unwrap_or(0..self.trie.len());
-        let valid = self.valid_mask(node, row, range);
         let order = self.trie.order();
-        let probs: Vec<f64> = order.iter().zip(valid.iter()).map(|(&id, &ok)| if ok { (row.get(id as usize) - shift).exp() } else { 0.0 }).collect();
+        let (probs, valid): (Vec<f64>, _) = if self.cfg.lazy {
+            // Validity is decided later, token by token, only where the choice needs it.
+            (order.iter().map(|&id| (row.get(id as usize) - shift).exp()).collect(), None)
+        } else {
+            let range = self.groups.iter().find(|g| g.0 == node).map(|g| g.1.clone()).unwrap_or(0..self.trie.len());
+            let valid = self.valid_mask(node, row, range);
+            let order = self.trie.order();
+            (order.iter().zip(valid.iter()).map(|(&id, &ok)| if ok { (row.get(id as usize) - shift).exp() } else { 0.0 }).collect(), Some(valid))
+        };
         let nd = &self.nodes[node];
         // EOS belongs to the canonical encoding of the whole text. With a dummy prefix the empty
         // user text encodes to no tokens at all, so there it is the root's EOS.
@@ -292,12 +315,19 @@ impl CoverEngine {
         } else {
             f64::NEG_INFINITY
         };
+        let lazy = self.cfg.lazy;
         let nd = &mut self.nodes[node];
+        if lazy {
+            nd.checked = vec![lazy::UNKNOWN; probs.len()];
+        }
         nd.probs = Some(Arc::new(probs));
-        nd.valid = Some(valid);
+        nd.valid = valid;
         nd.shift = shift;
         nd.eos_logp = eos_logp;
         self.stats.rows_received += 1;
+        if lazy {
+            self.catch_up(node)?;
+        }
         Ok(())
     }
 
@@ -380,6 +410,9 @@ impl CoverEngine {
 
     /// The next-byte distribution. Every group must have its row and score.
     pub fn distribution(&self) -> Result<Distribution> {
+        if self.cfg.lazy {
+            return Err(Error::Protocol("a lazy engine does not compute the whole distribution; use decide(), or an engine made with lazy=False".into()));
+        }
         let n = self.text.len();
         let sp = self.canon.vocab().start_prefix().len();
         let mut num = [f64::NEG_INFINITY; 257];
@@ -449,6 +482,12 @@ impl CoverEngine {
         let mut fresh = Vec::new();
         self.skipped = 0.0;
         for (node, range) in old {
+            if self.cfg.lazy && self.nodes[node].probs.is_none() {
+                // Deferred (lazy mode): its covers are bounded by p(T) until its row arrives,
+                // and `catch_up` then creates what the bytes since have made of it.
+                groups.push((node, range));
+                continue;
+            }
             let depth = n - self.nodes[node].end; // partial length after the new byte
             let sub = self.trie.range_within(range, &self.text[self.nodes[node].end..], depth - 1);
             if sub.is_empty() {
@@ -459,7 +498,7 @@ impl CoverEngine {
             let probs = self.nodes[node].probs.clone().ok_or_else(|| Error::Protocol("advance before rows were provided".into()))?;
             let (base, shift) = (self.nodes[node].logp.unwrap_or(f64::NEG_INFINITY), self.nodes[node].shift);
             for k in children.exact.clone() {
-                if probs[k] <= 0.0 {
+                if probs[k] <= 0.0 || self.nodes[node].checked.get(k) == Some(&lazy::INVALID) {
                     continue; // invalid or zero probability
                 }
                 let tok = self.trie.id_at(k);

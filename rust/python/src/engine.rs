@@ -3,7 +3,7 @@
 
 use crate::errors::{IntoPy, LogitsShapeError};
 use crate::tokenizer::PyTokenizer;
-use bytecover_core::engine::{CoverChoice, CoverEngine, EngineConfig};
+use bytecover_core::engine::{CoverChoice, CoverEngine, EngineConfig, Pick};
 use bytecover_core::{healing, TokenId};
 use numpy::{PyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -31,9 +31,10 @@ fn check_rows(shape: &[usize], n_nodes: usize, width: usize, contiguous: bool) -
 impl PyCoverEngine {
     /// Engine for the user text `prompt`. `eos_ids` are the ids whose mass is end-of-text.
     #[new]
-    #[pyo3(signature = (tokenizer, prompt, eos_ids, tolerance=0.0, threads=None))]
-    fn new(py: Python<'_>, tokenizer: &PyTokenizer, prompt: &[u8], eos_ids: Vec<TokenId>, tolerance: f64, threads: Option<usize>) -> PyResult<Self> {
-        let mut cfg = EngineConfig { tolerance, ..EngineConfig::default() };
+    /// `lazy=True` makes an engine that chooses bytes (`decide`) without the full distribution.
+    #[pyo3(signature = (tokenizer, prompt, eos_ids, tolerance=0.0, threads=None, lazy=false))]
+    fn new(py: Python<'_>, tokenizer: &PyTokenizer, prompt: &[u8], eos_ids: Vec<TokenId>, tolerance: f64, threads: Option<usize>, lazy: bool) -> PyResult<Self> {
+        let mut cfg = EngineConfig { tolerance, lazy, ..EngineConfig::default() };
         if let Some(t) = threads {
             cfg.threads = t.max(1);
         }
@@ -101,6 +102,21 @@ impl PyCoverEngine {
     #[pyo3(signature = (u=None))]
     fn choose_cover(&self, u: Option<f64>) -> PyResult<(Vec<TokenId>, f64)> {
         self.inner.choose_cover(u.map_or(CoverChoice::MostLikely, CoverChoice::Sample)).py_err()
+    }
+
+    /// Lazy engines: the next slot (0-255 a byte, 256 EOS) for the uniform number `u` at
+    /// `temperature` (greedy when `u` is None), or None when the rows in `pending()` are needed
+    /// first. The same slot the full distribution gives for the same `u`.
+    #[pyo3(signature = (u=None, temperature=1.0))]
+    fn decide(&mut self, py: Python<'_>, u: Option<f64>, temperature: f64) -> PyResult<Option<u16>> {
+        let pick = u.map_or(Pick::Greedy, |u| Pick::Sample { u, temperature });
+        let inner = &mut self.inner;
+        py.detach(|| inner.decide(pick)).py_err()
+    }
+
+    /// (node id, token ids) of the rows the last `decide` returning None asked for.
+    fn pending(&self) -> Vec<(usize, Vec<TokenId>)> {
+        self.inner.pending()
     }
 
     /// Internal bytes so far (start prefix included).

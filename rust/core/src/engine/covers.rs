@@ -33,6 +33,9 @@ struct Class {
 
 impl CoverEngine {
     fn cover_classes(&self) -> Result<Vec<Class>> {
+        if self.cfg.lazy {
+            return Err(Error::Protocol("covers need an engine made with lazy=False (a lazy engine leaves validity undecided)".into()));
+        }
         let n = self.text.len();
         let sp = self.canon.vocab().start_prefix().len();
         // The empty user text under a dummy prefix: the empty sequence covers it (P(x...) = 1).

@@ -1,0 +1,73 @@
+"""Choosing each next byte exactly without computing the whole distribution.
+
+`ChoiceState` drives the engine in lazy mode (rust/core/src/engine/lazy.rs): for a uniform
+number u (or greedily) the engine returns the byte the exact next-byte distribution gives, using
+bounds on the 257 numerators, and asks for model rows only when the bounds cannot settle it. In a
+confident stretch of text that is the row of the token prefix the text follows, about one model
+call per token, where the full distribution costs one per byte plus a validity check of every
+token at every fresh token prefix.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import _core
+from .sampling import SamplingConfig
+
+if TYPE_CHECKING:
+    from .byte_lm import ByteLM
+
+
+class ChoiceState:
+    """Byte prefix of a `ByteLM` from which the next byte is chosen (`choose`), then taken
+    (`advance`). `stats` counts model calls, rows and time like `ByteState.stats`."""
+
+    def __init__(self, lm: ByteLM, prefix: bytes) -> None:
+        from .byte_lm import CallStats, fetch_relative
+
+        self.lm = lm
+        self.stats = CallStats()
+        t0 = time.perf_counter()
+        self.engine = _core.CoverEngine(lm.core, prefix, lm.eos_ids, lazy=True)
+        self.stats.engine_seconds += time.perf_counter() - t0
+        # The prompt's groups: scores relative to their shared trunk and all their rows, one call.
+        fetch_relative(self, exact_rows=True)
+
+    def choose(self, cfg: SamplingConfig, rng: np.random.Generator) -> int:
+        """The next slot (0-255 a byte, 256 EOS) as `cfg` picks it from the exact distribution:
+        greedy, or the inverse CDF at one uniform draw from `rng` (temperature applied). Top-k /
+        top-p need the whole distribution (`ByteState`)."""
+        if cfg.top_k is not None or cfg.top_p is not None:
+            raise ValueError("top-k / top-p need the whole next-byte distribution: use ByteLM.state()")
+        u = None if cfg.greedy else float(rng.random())
+        while True:
+            t0 = time.perf_counter()
+            b = self.engine.decide(u, cfg.temperature if u is not None else 1.0)
+            self.stats.engine_seconds += time.perf_counter() - t0
+            if b is not None:
+                return int(b)
+            self._fetch(self.engine.pending())
+
+    def _fetch(self, pending: list[tuple[int, list[int]]]) -> None:
+        t0 = time.perf_counter()
+        rows = self.lm.token_lm.logprobs([toks for _, toks in pending])
+        self.stats.model_seconds += time.perf_counter() - t0
+        self.stats.model_calls += 1
+        self.stats.rows += len(pending)
+        t0 = time.perf_counter()
+        self.engine.provide_rows([n for n, _ in pending], np.ascontiguousarray(rows))
+        self.stats.engine_seconds += time.perf_counter() - t0
+
+    def advance(self, byte: int) -> None:
+        t0 = time.perf_counter()
+        self.engine.advance(byte)
+        self.stats.engine_seconds += time.perf_counter() - t0
+
+    @property
+    def text(self) -> bytes:
+        """User bytes so far (the tokenizer's start prefix removed)."""
+        return bytes(self.engine.text)[len(self.lm.core.start_prefix):]

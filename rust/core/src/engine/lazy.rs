@@ -1,0 +1,326 @@
+//! Lazy exact choice of the next byte: decide validity and fetch model rows only as far as the
+//! choice needs them.
+//!
+//! The full distribution needs, at every fresh token prefix T, the validity of T + [v] for every
+//! token v (tens of thousands of local encodings) and, at every byte, the row of every token
+//! prefix spelling the text so far (about one model call per byte). A *choice* needs neither: the
+//! 257 numerators are sums of nonnegative terms, so bounds on them often settle which byte a given
+//! uniform number (or the argmax) selects long before every term is known:
+//! * a token whose validity is not decided yet adds [0, p] to its byte's numerator;
+//! * a token prefix T whose row has not been fetched (*deferred*) adds at most p(T) in all: every
+//!   cover through it has probability at most p(T), and they may fall on any byte or EOS.
+//!
+//! `decide` computes the bounds, returns the byte as soon as they determine it, and otherwise
+//! checks the heaviest undecided tokens (cheap, repeated with bigger batches) or asks for the rows
+//! of the heaviest deferred prefixes (a model call; `pending`). The byte it returns is exactly the
+//! one the full distribution would give for the same uniform number: the conditions below hold
+//! for every value the unknown terms can take. What it bought: in a confident stretch only the
+//! token prefix the text actually follows needs a row, about one call per token instead of one
+//! per byte, and only the few heaviest tokens are checked (tests/test_lazy_engine.py checks the
+//! choices against the full engine; benches/bench_generate.py measures the speed).
+//!
+//! When a deferred prefix's row arrives after the text has moved on, `catch_up` creates what the
+//! bytes since have made of it: its crossing range and its children spelling the bytes in between
+//! (deferred themselves), so the engine ends up with the same groups as the eager one.
+
+use super::{CoverEngine, NodeId};
+use crate::error::{Error, Result};
+use crate::primitives::TokenId;
+
+/// Validity of T + [v] not decided yet.
+pub(super) const UNKNOWN: u8 = 0;
+pub(super) const VALID: u8 = 1;
+pub(super) const INVALID: u8 = 2;
+
+/// How the next byte is chosen from the exact distribution.
+#[derive(Debug, Clone, Copy)]
+pub enum Pick {
+    /// The most likely slot (the first of equals, like numpy's argmax).
+    Greedy,
+    /// Inverse CDF at `u` in [0, 1) over slots 0..=256 of the distribution raised to
+    /// 1/temperature (the same rule as `numpy.random.Generator.choice`).
+    Sample { u: f64, temperature: f64 },
+}
+
+/// Bounds on the 257 numerators, all scaled by exp(-reference).
+struct Bounds {
+    /// Mass of tokens known to be valid (and EOS).
+    known: [f64; 257],
+    /// Mass of tokens whose validity is undecided, by slot.
+    unknown: [f64; 257],
+    /// Total mass of deferred token prefixes (can land on any slot).
+    deferred: f64,
+}
+
+impl Bounds {
+    fn uncertain(&self) -> bool {
+        self.deferred > 0.0 || self.unknown.iter().any(|&u| u > 0.0)
+    }
+
+    /// Most extra mass slot `c` can still receive.
+    fn extra(&self, c: usize) -> f64 {
+        self.unknown[c] + self.deferred
+    }
+
+    fn decision(&self, pick: Pick) -> Result<Option<u16>> {
+        let total_known: f64 = self.known.iter().sum();
+        if total_known <= 0.0 {
+            return if self.uncertain() { Ok(None) } else { Err(Error::ZeroMass) };
+        }
+        let settled = !self.uncertain();
+        match pick {
+            Pick::Greedy => {
+                let b = (0..257).fold(0, |best, c| if self.known[c] > self.known[best] { c } else { best });
+                let lb = self.known[b];
+                let beats = |c: usize| {
+                    let hi = self.known[c] + self.extra(c);
+                    if c < b { lb > hi } else { lb >= hi }
+                };
+                Ok(((0..257).all(|c| c == b || beats(c)) || settled).then_some(b as u16))
+            }
+            Pick::Sample { u, temperature } if temperature == 1.0 => {
+                let target = u * total_known;
+                let (mut below, mut b) = (0.0, 256);
+                for c in 0..257 {
+                    if below + self.known[c] > target {
+                        b = c;
+                        break;
+                    }
+                    below += self.known[c];
+                }
+                if settled {
+                    return Ok(Some(b as u16));
+                }
+                // For every value the unknown terms can take: S(<b) <= u Z and u Z < S(<=b),
+                // i.e. (1-u) S(<b) <= u S(>=b) and u S(>b) < (1-u) S(<=b), at their worst.
+                let known_below: f64 = self.known[..b].iter().sum();
+                let known_above: f64 = self.known[b + 1..].iter().sum();
+                let extra_below: f64 = self.unknown[..b].iter().sum::<f64>() + if b > 0 { self.deferred } else { 0.0 };
+                let extra_above: f64 = self.unknown[b + 1..].iter().sum::<f64>() + if b < 256 { self.deferred } else { 0.0 };
+                let left = (1.0 - u) * (known_below + extra_below) <= u * (known_above + self.known[b]);
+                let right = u * (known_above + extra_above) < (1.0 - u) * (known_below + self.known[b]);
+                Ok((left && right).then_some(b as u16))
+            }
+            Pick::Sample { u, temperature } => {
+                // Each slot's weight lies in [known^(1/t), (known + extra)^(1/t)]; the slot is
+                // settled when the cumulative sums at both ends agree (independent intervals:
+                // looser than the t = 1 rule, still exact).
+                let scale = (0..257).map(|c| self.known[c] + self.extra(c)).fold(0.0, f64::max);
+                let pow = |x: f64| (x / scale).powf(1.0 / temperature);
+                let lo: Vec<f64> = self.known.iter().map(|&x| pow(x)).collect();
+                let hi: Vec<f64> = (0..257).map(|c| pow(self.known[c] + self.extra(c))).collect();
+                let (z_lo, z_hi): (f64, f64) = (lo.iter().sum(), hi.iter().sum());
+                if z_lo <= 0.0 {
+                    return Ok(None);
+                }
+                let target = u * z_lo;
+                let (mut below, mut b) = (0.0, 256);
+                for (c, &w) in lo.iter().enumerate() {
+                    if below + w > target {
+                        b = c;
+                        break;
+                    }
+                    below += w;
+                }
+                if settled {
+                    return Ok(Some(b as u16));
+                }
+                let hi_below: f64 = hi[..b].iter().sum();
+                let lo_upto: f64 = lo[..=b].iter().sum();
+                Ok((hi_below <= u * z_lo && u * z_hi < lo_upto).then_some(b as u16))
+            }
+        }
+    }
+}
+
+impl CoverEngine {
+    /// The next slot (0-255 a byte, 256 EOS) chosen by `pick` from the exact distribution, or
+    /// `None` when rows are needed first: fetch `pending()`, give them with `provide_row`, ask
+    /// again. Lazy engines only.
+    pub fn decide(&mut self, pick: Pick) -> Result<Option<u16>> {
+        if !self.cfg.lazy {
+            return Err(Error::Protocol("decide() needs an engine made with lazy=True".into()));
+        }
+        if let Pick::Sample { u, temperature } = pick {
+            if !(0.0..1.0).contains(&u) || !(temperature > 0.0 && temperature.is_finite()) {
+                return Err(Error::Protocol(format!("need 0 <= u < 1 and a finite temperature > 0, got u={u}, temperature={temperature}")));
+            }
+        }
+        self.pending.clear();
+        let mut batch = 32;
+        loop {
+            let (reference, bounds) = self.bounds()?;
+            if let Some(b) = bounds.decision(pick)? {
+                return Ok(Some(b));
+            }
+            let unknown: f64 = bounds.unknown.iter().sum();
+            // Checking tokens costs microseconds, a row a model call: check while the undecided
+            // tokens weigh at least a tenth of the deferred prefixes.
+            if unknown > 0.0 && unknown >= 0.1 * bounds.deferred {
+                self.check_heaviest(reference, batch);
+                batch = batch.saturating_mul(4);
+                continue;
+            }
+            self.pending = self.heaviest_deferred(reference);
+            return Ok(None);
+        }
+    }
+
+    /// Deferred token prefixes whose rows the last `decide` asked for, with their tokens.
+    pub fn pending(&self) -> Vec<(NodeId, Vec<TokenId>)> {
+        self.pending.iter().map(|&n| (n, self.tokens(n))).collect()
+    }
+
+    fn bounds(&self) -> Result<(f64, Bounds)> {
+        let n = self.text.len();
+        let sp = self.canon.vocab().start_prefix().len();
+        let mut reference = f64::NEG_INFINITY;
+        for (node, _) in &self.groups {
+            let logp = self.nodes[*node].logp.ok_or_else(|| Error::Protocol(format!("node {node} still needs its score; call requests()")))?;
+            reference = reference.max(logp);
+        }
+        let mut b = Bounds { known: [0.0; 257], unknown: [0.0; 257], deferred: 0.0 };
+        if reference == f64::NEG_INFINITY {
+            return Ok((0.0, b));
+        }
+        for (node, range) in &self.groups {
+            let nd = &self.nodes[*node];
+            let logp = nd.logp.unwrap_or(f64::NEG_INFINITY);
+            let Some(probs) = &nd.probs else {
+                b.deferred += (logp - reference).exp();
+                continue;
+            };
+            let depth = n - nd.end;
+            let scale = (logp + nd.shift - reference).exp();
+            for (byte, r) in self.trie.children(range.clone(), depth).by_byte {
+                let (mut valid, mut unknown) = (0.0, 0.0);
+                for k in r {
+                    match nd.checked[k] {
+                        VALID => valid += probs[k],
+                        UNKNOWN => unknown += probs[k],
+                        _ => {}
+                    }
+                }
+                b.known[byte as usize] += scale * valid;
+                b.unknown[byte as usize] += scale * unknown;
+            }
+            if depth == 0 || (*node == 0 && n == sp) {
+                b.known[256] += (logp + nd.eos_logp - reference).exp();
+            }
+        }
+        Ok((reference, b))
+    }
+
+    /// Decide validity of the `batch` heaviest undecided tokens over all groups.
+    fn check_heaviest(&mut self, reference: f64, batch: usize) {
+        let n = self.text.len();
+        let mut cands: Vec<(f64, usize, usize)> = Vec::new(); // (weight, node, trie position)
+        for (node, range) in &self.groups {
+            let nd = &self.nodes[*node];
+            let Some(probs) = &nd.probs else { continue };
+            let scale = (nd.logp.unwrap_or(f64::NEG_INFINITY) + nd.shift - reference).exp();
+            for (_, r) in self.trie.children(range.clone(), n - nd.end).by_byte {
+                cands.extend(r.filter(|&k| nd.checked[k] == UNKNOWN && probs[k] > 0.0).map(|k| (scale * probs[k], *node, k)));
+            }
+        }
+        if cands.len() > batch {
+            cands.select_nth_unstable_by(batch, |a, b| b.0.total_cmp(&a.0));
+            cands.truncate(batch);
+        }
+        cands.sort_unstable_by_key(|c| (c.1, c.2));
+        let mut start = 0;
+        while start < cands.len() {
+            let node = cands[start].1;
+            let end = start + cands[start..].iter().take_while(|c| c.1 == node).count();
+            let ks: Vec<usize> = cands[start..end].iter().map(|c| c.2).collect();
+            let verdicts = self.check_tokens(node, &ks);
+            let checked = &mut self.nodes[node].checked;
+            for (&k, ok) in ks.iter().zip(verdicts) {
+                checked[k] = if ok { VALID } else { INVALID };
+            }
+            self.stats.validity_checks += ks.len() as u64;
+            start = end;
+        }
+    }
+
+    /// Validity of T + [v] for the tokens at trie positions `ks` (split over threads when many).
+    fn check_tokens(&self, node: NodeId, ks: &[usize]) -> Vec<bool> {
+        let nd = &self.nodes[node];
+        let window = &self.text[nd.anchor..nd.end];
+        let (canon, vocab, trie, tail) = (&self.canon, self.canon.vocab(), &self.trie, &nd.tail);
+        let check = |part: &[usize]| -> Vec<bool> {
+            let mut text = window.to_vec();
+            let mut t = tail.clone();
+            part.iter()
+                .map(|&k| {
+                    let id = trie.id_at(k);
+                    text.truncate(window.len());
+                    text.extend_from_slice(vocab.token_bytes(id).unwrap_or_default());
+                    t.truncate(tail.len());
+                    t.push(id);
+                    canon.valid_from(&text, &t)
+                })
+                .collect()
+        };
+        let threads = self.cfg.threads.max(1);
+        if ks.len() < 256 || threads == 1 {
+            return check(ks);
+        }
+        let chunk = ks.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = ks.chunks(chunk).map(|part| s.spawn(move || check(part))).collect();
+            handles.into_iter().flat_map(|h| h.join().expect("validity check panicked")).collect()
+        })
+    }
+
+    /// The heaviest deferred prefixes (those within a factor 1000 of the heaviest, at most 8):
+    /// one batched call fetches them together.
+    fn heaviest_deferred(&self, reference: f64) -> Vec<NodeId> {
+        let mut d: Vec<(f64, NodeId)> = self.groups.iter().filter(|(node, _)| self.nodes[*node].probs.is_none()).map(|(node, _)| ((self.nodes[*node].logp.unwrap_or(f64::NEG_INFINITY) - reference).exp(), *node)).collect();
+        d.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        d.dedup_by_key(|x| x.1);
+        let top = d.first().map_or(0.0, |x| x.0);
+        d.into_iter().take_while(|x| x.0 >= 1e-3 * top).take(8).map(|x| x.1).collect()
+    }
+
+    /// A deferred node's row arrived after the text moved past `synced`: give it the crossing
+    /// range it has now and create its children spelling the bytes since (deferred).
+    pub(super) fn catch_up(&mut self, node: NodeId) -> Result<()> {
+        let n = self.text.len();
+        let (end, synced, logp, shift) = (self.nodes[node].end, self.nodes[node].synced, self.nodes[node].logp, self.nodes[node].shift);
+        if synced == n {
+            return Ok(());
+        }
+        self.nodes[node].synced = n;
+        let probs = self.nodes[node].probs.clone().expect("catch_up after the row");
+        let mut range = 0..self.trie.len();
+        for d in 0..n - end {
+            range = self.trie.range_within(range, &self.text[end..end + d + 1], d);
+            if range.is_empty() {
+                break;
+            }
+            if end + d + 1 <= synced {
+                continue; // children up to `synced` exist already
+            }
+            for k in self.trie.children(range.clone(), d + 1).exact {
+                if probs[k] <= 0.0 {
+                    continue;
+                }
+                let lp = logp.map(|l| l + shift + probs[k].ln());
+                if let Some(child) = self.extend(node, self.trie.id_at(k), lp)? {
+                    self.groups.push((child, 0..self.trie.len()));
+                }
+            }
+        }
+        let depth = n - end;
+        let crossing = !range.is_empty() && depth < self.canon.vocab().max_token_len() && !self.trie.children(range.clone(), depth).by_byte.is_empty();
+        match self.groups.iter().position(|g| g.0 == node) {
+            Some(i) if crossing => self.groups[i].1 = range,
+            Some(i) => {
+                self.groups.remove(i);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}
