@@ -121,7 +121,7 @@ def test_real_tokenizer_choices_equal_inverse_cdf(name: str, prompt: str, seed: 
 def test_lazy_engine_refuses_the_full_distribution() -> None:
     eos, _, hf = _toy(TOYS[0])
     blm = ByteLM(RandomTokenLM(hf.get_vocab_size(), seed=1, eos_ids=eos), hf, eos_ids=eos)
-    state = ChoiceState(blm, b"a")
+    state = ChoiceState(blm, toy_alphabet(TOYS[0])[:1].encode())
     with pytest.raises(Exception, match="lazy"):
         state.engine.distribution()
     with pytest.raises(ValueError, match="top-k"):

@@ -294,15 +294,16 @@ class ByteLM(ByteModel):
     def _byte_chunks(self, prompt: Text, cfg: SamplingConfig, rng: np.random.Generator) -> Generator[bytes, None, None]:
         """Byte by byte. Greedy and temperature sampling choose each byte with the lazy engine
         (`ChoiceState`: the same byte the full distribution gives, at a fraction of the model
-        calls); top-k / top-p need the whole distribution, the bounded-error mode its own engine."""
-        if cfg.top_k is not None or cfg.top_p is not None or self.tolerance > 0:
+        calls; with a tolerance, the bounded-error version); top-k / top-p need the whole
+        distribution."""
+        if cfg.top_k is not None or cfg.top_p is not None:
             yield from super()._byte_chunks(prompt, cfg, rng)
             return
         from .choice import ChoiceState
 
         data = _as_bytes(prompt)
         self._check_prompt(data)
-        state = ChoiceState(self, data)
+        state = ChoiceState(self, data, tolerance=self.tolerance)
         self.last_state = state
         while True:
             b = state.choose(cfg, rng)

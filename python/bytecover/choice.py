@@ -5,7 +5,10 @@ number u (or greedily) the engine returns the byte the exact next-byte distribut
 bounds on the 257 numerators, and asks for model rows only when the bounds cannot settle it. In a
 confident stretch of text that is the row of the token prefix the text follows, about one model
 call per token, where the full distribution costs one per byte plus a validity check of every
-token at every fresh token prefix.
+token at every fresh token prefix. With a tolerance (the bounded-error mode) a step may leave
+out unfetched token prefixes that together weigh at most tolerance x the mass it knows, so each
+step's distribution is within the tolerance in total variation; `error_bound` reports the
+largest fraction used.
 """
 
 from __future__ import annotations
@@ -26,13 +29,13 @@ class ChoiceState:
     """Byte prefix of a `ByteLM` from which the next byte is chosen (`choose`), then taken
     (`advance`). `stats` counts model calls, rows and time like `ByteState.stats`."""
 
-    def __init__(self, lm: ByteLM, prefix: bytes) -> None:
+    def __init__(self, lm: ByteLM, prefix: bytes, tolerance: float = 0.0) -> None:
         from .byte_lm import CallStats, fetch_relative
 
         self.lm = lm
         self.stats = CallStats()
         t0 = time.perf_counter()
-        self.engine = _core.CoverEngine(lm.core, prefix, lm.eos_ids, lazy=True)
+        self.engine = _core.CoverEngine(lm.core, prefix, lm.eos_ids, tolerance=tolerance, lazy=True)
         self.stats.engine_seconds += time.perf_counter() - t0
         # The prompt's groups: scores relative to their shared trunk and all their rows, one call.
         fetch_relative(self, exact_rows=True)
@@ -66,6 +69,12 @@ class ChoiceState:
         t0 = time.perf_counter()
         self.engine.advance(byte)
         self.stats.engine_seconds += time.perf_counter() - t0
+
+    @property
+    def error_bound(self) -> float:
+        """With a tolerance: the largest bound so far on a step's total-variation distance from
+        the exact next-byte distribution (at most the tolerance). 0 when exact."""
+        return float(self.engine.error_bound())
 
     @property
     def text(self) -> bytes:

@@ -168,6 +168,7 @@ class HFTokenLM(TokenLMBase):
         fold_tokens: int = 8,
         cache_reuse: bool | None = None,
         max_batch_tokens: int | None = None,
+        tree_mask: bool = True,
     ) -> None:
         """Wrap `model` (put in eval mode: dropout would make rows random).
 
@@ -175,6 +176,7 @@ class HFTokenLM(TokenLMBase):
         `len(tokenizer)`.  `fold_tokens` bounds the extra tokens spent folding a trunk extension
         into the batch instead of a separate forward.  `cache_reuse=None` enables reuse for
         attention-only models.  `max_batch_tokens` bounds padded tokens per uncached forward.
+        `tree_mask` lets a batch whose shared trunk is not cached run as one forward (`_tree_rows`).
         """
         import torch
 
@@ -195,6 +197,7 @@ class HFTokenLM(TokenLMBase):
         self.max_batch_tokens = int(max_batch_tokens or max(64, 2**26 // self.n_logits))
         self._memo: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         self._memo_size = int(memo_size)
+        self._tree = bool(tree_mask)
         self._pool: _KVPool | None = None
         self.n_calls = 0
         self.n_tokens_fed = 0
@@ -401,6 +404,8 @@ class HFTokenLM(TokenLMBase):
         base, have = self._base_from_pool(trunk)
         missing = trunk_len - have
         if missing > 0 and (len(seqs) - 1) * missing > self.fold_tokens:
+            if self._tree_ok(len(seqs[0]) + sum(len(s) - trunk_len for s in seqs)):
+                return self._tree_rows(base, have, trunk[have:], [s[trunk_len:] for s in seqs], seqs, keys)
             base = self._extend(base, trunk[have:], have)
             if base is None:
                 return None
@@ -414,6 +419,66 @@ class HFTokenLM(TokenLMBase):
             return None
         self._pool = _KVPool(layers=layers, rows=list(seqs))
         return {k: self._to_numpy(self._log_softmax(logits[b, 0], k)) for b, k in enumerate(keys)}
+
+    def _tree_ok(self, length: int) -> bool:
+        """Whether one forward with a tree mask may replace trunk + batch: the model must take a
+        4-D mask as it is, which drops a sliding window, so only within the window."""
+        if not self._tree:
+            return False
+        config = getattr(self.model, "config", None)
+        text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        window = getattr(text_config, "sliding_window", None)
+        uses_window = window is not None and (getattr(text_config, "use_sliding_window", True) or "sliding_attention" in (getattr(text_config, "layer_types", None) or []))
+        return not uses_window or length <= int(window)
+
+    def _tree_rows(self, base: list[tuple[Any, Any]] | None, have: int, trunk: Sequence[int],
+                   suffixes: list[Sequence[int]], seqs: list[tuple[int, ...]],
+                   keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray] | None:
+        """Rows for requests sharing a trunk that is not cached yet, in *one* forward: the new
+        trunk tokens and every request's own tokens side by side in one sequence, each request's
+        tokens seeing the trunk and their own earlier tokens only (a 4-D tree mask, positions
+        continuing after the trunk). Feeding the trunk first and then the batch costs two
+        forwards; this is where a prompt's covers are scored. The kept K/V rows are gathered
+        per request afterwards, so later calls reuse them as usual."""
+        torch = self._torch
+        m = len(trunk)
+        starts, tokens, positions = [], list(trunk), list(range(have, have + m))
+        for suf in suffixes:
+            starts.append(len(tokens))
+            tokens.extend(suf)
+            positions.extend(range(have + m, have + m + len(suf)))
+        q = len(tokens)
+        visible = torch.zeros((q, have + q), dtype=torch.bool)
+        visible[:, :have] = True
+        visible[:m, have:have + m] = torch.tril(torch.ones((m, m), dtype=torch.bool))
+        for start, suf in zip(starts, suffixes):
+            n = len(suf)
+            visible[start:start + n, have:have + m] = True
+            visible[start:start + n, have + start:have + start + n] = torch.tril(torch.ones((n, n), dtype=torch.bool))
+        dtype = self.model.get_input_embeddings().weight.dtype
+        mask = torch.zeros((1, 1, q, have + q), dtype=dtype)
+        mask.masked_fill_(~visible, torch.finfo(dtype).min)
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        pos = torch.tensor([positions], dtype=torch.long, device=self.device)
+        keep = torch.tensor([[start + len(suf) - 1 for start, suf in zip(starts, suffixes)]], dtype=torch.long, device=self.device)
+        out, logits = self._forward(ids, mask.to(self.device), pos, self._make_cache(base, 1), keep)
+        layers = self._cache_layers(out, have + q, 1)
+        if layers is None:
+            return None
+        # Per request: the cached past, the trunk, then its own tokens (right padding repeats 0).
+        width = max(len(sq) for sq in seqs)
+        index = torch.zeros((len(seqs), width), dtype=torch.long)
+        for b, (start, suf) in enumerate(zip(starts, suffixes)):
+            own = list(range(have + m)) + list(range(have + start, have + start + len(suf)))
+            index[b, : len(own)] = torch.tensor(own, dtype=torch.long)
+        index = index.to(self.device)
+        flat = index.reshape(-1)
+        gathered = []
+        for k, v in layers:
+            heads, dim = k.shape[1], k.shape[3]
+            gathered.append(tuple(t[0][:, flat, :].reshape(heads, len(seqs), width, dim).permute(1, 0, 2, 3).contiguous() for t in (k, v)))
+        self._pool = _KVPool(layers=gathered, rows=list(seqs))
+        return {k: self._to_numpy(self._log_softmax(logits[0, b], k)) for b, k in enumerate(keys)}
 
     def _base_from_pool(self, trunk: tuple[int, ...]) -> tuple[list[tuple[Any, Any]] | None, int]:
         """Best kept row cropped to its overlap with `trunk` (views, so the pool stays intact)."""

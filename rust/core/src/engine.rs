@@ -128,6 +128,8 @@ pub struct CoverEngine {
     skipped: f64,
     /// Lazy mode: nodes whose rows `decide` asked for.
     pending: Vec<NodeId>,
+    /// Lazy mode with a tolerance: the largest bound on a step's error (see `lazy.rs`).
+    worst_error: f64,
     pub stats: EngineStats,
 }
 
@@ -146,10 +148,7 @@ impl CoverEngine {
         let mut text = canon.vocab().start_prefix().to_vec();
         text.extend_from_slice(prompt);
         let root = Node { parent: None, token: None, end: 0, logp: Some(0.0), anchor: 0, tail: vec![], probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0, checked: vec![], synced: 0 };
-        if cfg.lazy && cfg.tolerance > 0.0 {
-            return Err(Error::Protocol("the lazy engine is exact; it takes no tolerance".into()));
-        }
-        let mut e = Self { canon, trie, eos, cfg, text: vec![], nodes: vec![root], groups: vec![], mask_cache: FxHashMap::default(), skipped: 0.0, pending: vec![], stats: EngineStats::default() };
+        let mut e = Self { canon, trie, eos, cfg, text: vec![], nodes: vec![root], groups: vec![], mask_cache: FxHashMap::default(), skipped: 0.0, pending: vec![], worst_error: 0.0, stats: EngineStats::default() };
         e.build(text)?;
         Ok(e)
     }

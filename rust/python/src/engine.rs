@@ -114,6 +114,11 @@ impl PyCoverEngine {
         py.detach(|| inner.decide(pick)).py_err()
     }
 
+    /// Lazy engines with a tolerance: the largest bound on any step's total-variation error.
+    fn error_bound(&self) -> f64 {
+        self.inner.error_bound()
+    }
+
     /// (node id, token ids) of the rows the last `decide` returning None asked for.
     fn pending(&self) -> Vec<(usize, Vec<TokenId>)> {
         self.inner.pending()
