@@ -15,6 +15,11 @@ Reported per method: wall time, bytes/s, ratio to `generate`, model calls and to
 engine (Rust) time per byte, and the process's peak resident memory after the method ran.
 Results go to benches/results/generate/<model>.json and a bar plot next to it.
 
+`--tokens K` measures the healing paths at equal token counts instead: `generate`, `healed` and
+`handoff` each produce exactly K new tokens (no early stop), so the ratio is the cost of healing
+itself, not of what the healed prompt goes on to say (a healed prompt can continue with text that
+takes more tokens per byte, e.g. `np.arr` -> `ay([1, 2, 3])` instead of a random identifier).
+
     ./.ci/bootstrap python benches/bench_generate.py --model smollm2-135m --bytes 48
 """
 
@@ -110,6 +115,71 @@ def _ensemble_generate(ens: Ensemble, prompt: str, n_bytes: int) -> dict[str, An
             "text": bytes(text).decode("utf-8", "replace")}
 
 
+def _tokens_generate(lm: ByteLM, prompt: str, k: int, heal: bool) -> dict[str, Any]:
+    data = prompt.encode()
+    start = list(lm.token_lm.start_ids)  # type: ignore[attr-defined]
+    kept, removed = heal_prompt(lm.core, data) if heal else (list(lm.core.encode(data)), b"")
+    t0 = time.perf_counter()
+    new = generate_ids(lm.model, lm.tokenizer, lm.core, kept, removed, start_ids=start, max_new_tokens=k, min_new_tokens=k)
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "new_tokens": len(new), "model_calls": len(new), "tokens_fed": len(start) + len(kept) + len(new) - 1}
+
+
+def _tokens_handoff(lm: ByteLM, prompt: str, k: int) -> dict[str, Any]:
+    """The hand-off path (most likely cover, then greedy tokens) stopped after k new tokens: the
+    cover's token that crosses the end of the prompt counts as the first."""
+    from bytecover.handoff import decode_tokens, draw_cover
+    from bytecover.sampling import SamplingConfig
+
+    tl = lm.token_lm
+    tl.reset_cache()  # type: ignore[attr-defined]
+    calls0, fed0 = tl.n_calls, tl.n_tokens_fed  # type: ignore[attr-defined]
+    cfg, rng = SamplingConfig(temperature=0.0), np.random.default_rng(0)
+    t0 = time.perf_counter()
+    state = lm.state(prompt.encode())
+    tokens, _ = draw_cover(state, cfg, rng)
+    spelled = sum(len(lm.core.token_bytes(t) or b"") for t in tokens)
+    new = 1 if spelled > len(state.engine.text) else 0
+    decoder = decode_tokens(lm, tokens, cfg, rng, stats=state.stats)
+    while new < k:
+        before = len(tokens)
+        if next(decoder, None) is None and len(tokens) == before:
+            break  # end of text
+        new += len(tokens) - before
+    decoder.close()
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "new_tokens": new, "model_calls": tl.n_calls - calls0, "tokens_fed": tl.n_tokens_fed - fed0}  # type: ignore[attr-defined]
+
+
+def run_tokens(model_name: str, k: int, prompts: list[str], repeats: int) -> dict[str, Any]:
+    """Equal token counts: each method makes exactly k new tokens per prompt; wall times are the
+    median of `repeats` runs, methods interleaved so that machine noise hits them alike."""
+    lm = ByteLM.from_pretrained(model_name)
+    methods = {"generate": lambda p: _tokens_generate(lm, p, k, heal=False),
+               "healed": lambda p: _tokens_generate(lm, p, k, heal=True),
+               "handoff": lambda p: _tokens_handoff(lm, p, k)}
+    _tokens_generate(lm, prompts[0], 4, heal=False)  # warm-up
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    bar = tqdm(total=len(methods) * len(prompts) * repeats, desc=f"bench {model_name} ({k} tokens)", unit="run")
+    for p in prompts:
+        for name, fn in methods.items():
+            trials = []
+            for _ in range(repeats):
+                trials.append(fn(p))
+                bar.update()
+            best = sorted(trials, key=lambda x: x["wall_s"])[len(trials) // 2]
+            runs[name].append({"prompt": p, **best})
+    bar.close()
+    summary = {}
+    for name, r in runs.items():
+        summary[name] = {"wall_s": sum(x["wall_s"] for x in r), "new_tokens": sum(x["new_tokens"] for x in r),
+                         "model_calls": sum(x["model_calls"] for x in r), "tokens_fed": sum(x["tokens_fed"] for x in r)}
+    for s in summary.values():
+        s["time_ratio_vs_generate"] = s["wall_s"] / summary["generate"]["wall_s"]
+    return {"model": model_name, "new_tokens_per_prompt": k, "repeats": repeats, "prompts": prompts,
+            "torch_threads": torch.get_num_threads(), "summary": summary, "runs": runs}
+
+
 def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[float], only: list[str] | None = None,
         ensemble_with: str | None = None) -> dict[str, Any]:
     lm = ByteLM.from_pretrained(model_name)
@@ -179,9 +249,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the fixed prompts")
     ap.add_argument("--tolerance", type=float, nargs="*", default=[1e-4, 1e-6])
     ap.add_argument("--methods", nargs="*", default=None, help="only these (generate always runs): healed handoff exact eps=...")
+    ap.add_argument("--tokens", type=int, default=None, help="equal-token mode: K new tokens per prompt (generate, healed, handoff)")
+    ap.add_argument("--repeats", type=int, default=3, help="equal-token mode: runs per prompt and method (median kept)")
     ap.add_argument("--ensemble-with", default="gemma3-270m", help="second model of the ensemble row ('none': no ensemble)")
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.tokens:
+        result = run_tokens(args.model, args.tokens, PROMPTS[: args.prompts], args.repeats)
+        path = args.out / f"{args.model}-tokens{args.tokens}.json"
+        path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        print(f"{'method':10} {'wall s':>8} {'x gen':>6} {'tokens':>7} {'calls':>6} {'fed':>5}")
+        for name, s in result["summary"].items():
+            print(f"{name:10} {s['wall_s']:8.2f} {s['time_ratio_vs_generate']:6.2f} {s['new_tokens']:7d} {s['model_calls']:6d} {s['tokens_fed']:5d}")
+        print(f"wrote {path}")
+        return 0
     other = None if args.ensemble_with == "none" else args.ensemble_with
     result = run(args.model, args.bytes, PROMPTS[: args.prompts], args.tolerance, args.methods, other)
     args.out.mkdir(parents=True, exist_ok=True)

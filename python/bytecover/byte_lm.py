@@ -118,6 +118,9 @@ def fetch_relative(state: Any, exact_rows: bool) -> None:
     factor cancels in every choice made from them. `state` has `engine`, `lm`, `stats`."""
     engine = state.engine
     rows, scores = engine.requests()
+    # Rows of groups spelling the text exactly are fetched either way (in a tree-mask forward
+    # they cost one token each): token decoding after such a cover starts from that row.
+    fetch_only = {tuple(t) for _, t in rows}
     if not exact_rows:
         n = len(engine.text)
         exact = {node for node, end in engine.groups() if end == n}
@@ -126,7 +129,7 @@ def fetch_relative(state: Any, exact_rows: bool) -> None:
     # The trunk every group shares (groups whose probability is already known included, so
     # that all of them are relative to the same thing).
     trunk = _common_prefix([list(engine.tokens(node)) for node, _ in engine.groups()]) if score_seqs else 0
-    needed = _tail_prefixes(score_seqs, trunk) | {tuple(t) for _, t in rows}
+    needed = _tail_prefixes(score_seqs, trunk) | fetch_only
     if not needed:
         return
     t0 = time.perf_counter()
