@@ -176,7 +176,7 @@ class HFTokenLM(TokenLMBase):
         `len(tokenizer)`.  `fold_tokens` bounds the extra tokens spent folding a trunk extension
         into the batch instead of a separate forward.  `cache_reuse=None` enables reuse for
         attention-only models.  `max_batch_tokens` bounds padded tokens per uncached forward.
-        `tree_mask` lets a batch whose shared trunk is not cached run as one forward (`_tree_rows`).
+        `tree_mask` lets a batch run as one forward feeding each distinct token once (`_tree_rows`).
         """
         import torch
 
@@ -403,9 +403,10 @@ class HFTokenLM(TokenLMBase):
         trunk = seqs[0][:trunk_len]
         base, have = self._base_from_pool(trunk)
         missing = trunk_len - have
+        padded = len(seqs) * (max(len(s) for s in seqs) - have)
+        if len(seqs) > 1 and padded > len(seqs) and self._tree_ok(have + padded):
+            return self._tree_rows(base, have, seqs, keys)
         if missing > 0 and (len(seqs) - 1) * missing > self.fold_tokens:
-            if self._tree_ok(len(seqs[0]) + sum(len(s) - trunk_len for s in seqs)):
-                return self._tree_rows(base, have, trunk[have:], [s[trunk_len:] for s in seqs], seqs, keys)
             base = self._extend(base, trunk[have:], have)
             if base is None:
                 return None
@@ -431,48 +432,58 @@ class HFTokenLM(TokenLMBase):
         uses_window = window is not None and (getattr(text_config, "use_sliding_window", True) or "sliding_attention" in (getattr(text_config, "layer_types", None) or []))
         return not uses_window or length <= int(window)
 
-    def _tree_rows(self, base: list[tuple[Any, Any]] | None, have: int, trunk: Sequence[int],
-                   suffixes: list[Sequence[int]], seqs: list[tuple[int, ...]],
+    def _tree_rows(self, base: list[tuple[Any, Any]] | None, have: int, seqs: list[tuple[int, ...]],
                    keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray] | None:
-        """Rows for requests sharing a trunk that is not cached yet, in *one* forward: the new
-        trunk tokens and every request's own tokens side by side in one sequence, each request's
-        tokens seeing the trunk and their own earlier tokens only (a 4-D tree mask, positions
-        continuing after the trunk). Feeding the trunk first and then the batch costs two
-        forwards; this is where a prompt's covers are scored. The kept K/V rows are gathered
-        per request afterwards, so later calls reuse them as usual."""
+        """Rows for a batch in *one* forward that feeds every distinct token once: the requests
+        beyond the cached `have` positions form a trie, laid out as one sequence in which each
+        token sees the cache and its own ancestors only (a 4-D mask; positions are depths).
+        Right-padded batches feed every request's whole suffix, so requests that part early
+        (a prompt's covers, token prefixes of different lengths) cost their longest member
+        times their number; feeding the trunk first and then the batch costs two forwards.
+        The kept K/V rows are gathered per request afterwards, so later calls reuse them."""
         torch = self._torch
-        m = len(trunk)
-        starts, tokens, positions = [], list(trunk), list(range(have, have + m))
-        for suf in suffixes:
-            starts.append(len(tokens))
-            tokens.extend(suf)
-            positions.extend(range(have + m, have + m + len(suf)))
+        node_of: dict[tuple[int, ...], int] = {}
+        parent: list[int] = []
+        tokens: list[int] = []
+        depth: list[int] = []
+        last: list[int] = []
+        for sq in seqs:
+            at = -1
+            for d in range(have, len(sq)):
+                key = sq[have : d + 1]
+                at_next = node_of.get(key)
+                if at_next is None:
+                    at_next = node_of[key] = len(tokens)
+                    parent.append(at)
+                    tokens.append(sq[d])
+                    depth.append(d)
+                at = at_next
+            last.append(at)
         q = len(tokens)
         visible = torch.zeros((q, have + q), dtype=torch.bool)
         visible[:, :have] = True
-        visible[:m, have:have + m] = torch.tril(torch.ones((m, m), dtype=torch.bool))
-        for start, suf in zip(starts, suffixes):
-            n = len(suf)
-            visible[start:start + n, have:have + m] = True
-            visible[start:start + n, have + start:have + start + n] = torch.tril(torch.ones((n, n), dtype=torch.bool))
+        chains: list[list[int]] = []
+        for i in range(q):
+            chain = chains[parent[i]] + [i] if parent[i] >= 0 else [i]
+            chains.append(chain)
+            visible[i, [have + j for j in chain]] = True
         dtype = self.model.get_input_embeddings().weight.dtype
         mask = torch.zeros((1, 1, q, have + q), dtype=dtype)
         mask.masked_fill_(~visible, torch.finfo(dtype).min)
         ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
-        pos = torch.tensor([positions], dtype=torch.long, device=self.device)
-        keep = torch.tensor([[start + len(suf) - 1 for start, suf in zip(starts, suffixes)]], dtype=torch.long, device=self.device)
+        pos = torch.tensor([depth], dtype=torch.long, device=self.device)
+        keep = torch.tensor([last], dtype=torch.long, device=self.device)
         out, logits = self._forward(ids, mask.to(self.device), pos, self._make_cache(base, 1), keep)
         layers = self._cache_layers(out, have + q, 1)
         if layers is None:
             return None
-        # Per request: the cached past, the trunk, then its own tokens (right padding repeats 0).
+        # Per request: the cached past, then its chain of trie tokens (right padding repeats 0).
         width = max(len(sq) for sq in seqs)
         index = torch.zeros((len(seqs), width), dtype=torch.long)
-        for b, (start, suf) in enumerate(zip(starts, suffixes)):
-            own = list(range(have + m)) + list(range(have + start, have + start + len(suf)))
+        for b, at in enumerate(last):
+            own = list(range(have)) + [have + j for j in chains[at]]
             index[b, : len(own)] = torch.tensor(own, dtype=torch.long)
-        index = index.to(self.device)
-        flat = index.reshape(-1)
+        flat = index.reshape(-1).to(self.device)
         gathered = []
         for k, v in layers:
             heads, dim = k.shape[1], k.shape[3]

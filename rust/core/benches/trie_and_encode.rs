@@ -7,7 +7,7 @@
 //! `cargo bench -p bytecover-core --bench trie_and_encode` after `./.ci/bootstrap true` has converted
 //! the models (tokenizer.json files are read from `$BYTECOVER_CACHE` or `~/.cache/bytecover`).
 
-use bytecover_core::engine::{CoverEngine, EngineConfig};
+use bytecover_core::engine::{CoverEngine, EngineConfig, Pick};
 use bytecover_core::trie::LogRow;
 use bytecover_core::{Canonicalizer, TokenTrie};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
@@ -110,7 +110,7 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     for l in &loaded {
         // Exact mode and one worker thread: the number is the cost per byte on one core.
-        let cfg = EngineConfig { tolerance: 0.0, threads: 1 };
+        let cfg = EngineConfig { tolerance: 0.0, threads: 1, lazy: false };
         g.bench_with_input(BenchmarkId::new(format!("{} bytes, exact", CONTINUATION.len()), &l.label), l, |b, l| {
             // Building the prompt's covers is set-up; the timed part is the bytes that follow.
             b.iter_batched(
@@ -119,6 +119,29 @@ fn benches(c: &mut Criterion) {
                     for &byte in CONTINUATION {
                         serve(&mut e, &l.row);
                         black_box(e.distribution().unwrap());
+                        e.advance(byte).unwrap();
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        // Lazy mode: choose each byte greedily, checking validity and serving rows only as far
+        // as the choice needs (the text still follows CONTINUATION, whatever is chosen).
+        let lazy = EngineConfig { lazy: true, ..cfg };
+        g.bench_with_input(BenchmarkId::new(format!("{} bytes, lazy greedy choice", CONTINUATION.len()), &l.label), l, |b, l| {
+            b.iter_batched(
+                || {
+                    let mut e = CoverEngine::new(l.canon.clone(), l.trie.clone(), PROMPT, vec![], lazy).unwrap();
+                    serve(&mut e, &l.row);
+                    e
+                },
+                |mut e| {
+                    for &byte in CONTINUATION {
+                        while e.decide(Pick::Greedy).unwrap().is_none() {
+                            for (node, _) in e.pending() {
+                                e.provide_row(node, &l.row[..]).unwrap();
+                            }
+                        }
                         e.advance(byte).unwrap();
                     }
                 },

@@ -38,6 +38,10 @@ pub(super) const INVALID: u8 = 2;
 /// and up to 8 rows (2.4 rows per call, 2.10x `generate`).
 const DEFER_FETCH_RATIO: f64 = 0.05;
 
+/// Rows added to fill a call are taken only from prefixes ending at most this many bytes back: an
+/// older one shares less of the KV trunk and would make every row of the call longer (padding).
+const FILL_WINDOW: usize = 8;
+
 /// How the next byte is chosen from the exact distribution.
 #[derive(Debug, Clone, Copy)]
 pub enum Pick {
@@ -327,8 +331,12 @@ impl CoverEngine {
         let needed = d.iter().take_while(|x| x.0 >= DEFER_FETCH_RATIO * top).take(4).count();
         // A call with several rows costs the same for 2 or 8: fill it with the next heaviest
         // (they would otherwise grow, relative to the shrinking prefix mass, into calls of their own).
-        let take = if needed >= 2 { 8 } else { 1 };
-        d.into_iter().take_while(|x| x.0 >= 1e-4 * top).take(take).map(|x| x.1).collect()
+        if needed < 2 {
+            return d.into_iter().take(1).map(|x| x.1).collect();
+        }
+        let n = self.text.len();
+        let recent = |node: NodeId| self.nodes[node].end + FILL_WINDOW >= n;
+        d.into_iter().enumerate().filter(|(i, x)| *i < needed || (x.0 >= 1e-4 * top && recent(x.1))).take(8).map(|(_, x)| x.1).collect()
     }
 
     /// A deferred node's row arrived after the text moved past `synced`: give it the crossing
