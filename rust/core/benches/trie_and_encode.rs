@@ -101,8 +101,11 @@ fn benches(c: &mut Criterion) {
         bad_text.extend_from_slice(b"x");
         let mut bad = spaces.clone();
         bad.extend(l.canon.encode(b"x").unwrap());
-        assert!(!l.canon.valid_from(&bad_text, &bad));
-        g.bench_with_input(BenchmarkId::new("invalid check after spaces", &l.label), l, |b, l| b.iter(|| black_box(l.canon.valid_from(&bad_text, &bad))));
+        // (Gemma-3 has no pre-tokenizer and a token for the spaces before "x": there the
+        // sequence is valid and the case does not apply.)
+        if !l.canon.valid_from(&bad_text, &bad) {
+            g.bench_with_input(BenchmarkId::new("invalid check after spaces", &l.label), l, |b, l| b.iter(|| black_box(l.canon.valid_from(&bad_text, &bad))));
+        }
     }
     g.finish();
 
