@@ -12,7 +12,9 @@ For each prompt (prose and code, several ending mid-token) every method produces
               each member computes its full next-byte distribution at every byte)
 
 Reported per method: wall time, bytes/s, ratio to `generate`, model calls and tokens fed per byte,
-engine (Rust) time per byte, and the process's peak resident memory after the method ran.
+engine (Rust) time per byte and its share of the wall time, the bounded-error modes' error bound,
+and the process's peak resident memory (methods run interleaved, so the peak is the run's).
+Each prompt runs every method `--repeats` times (median kept), methods interleaved.
 Results go to benches/results/generate/<model>.json and a bar plot next to it.
 
 `--tokens K` measures the healing paths at equal token counts instead: `generate`, `healed` and
@@ -181,7 +183,7 @@ def run_tokens(model_name: str, k: int, prompts: list[str], repeats: int) -> dic
 
 
 def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[float], only: list[str] | None = None,
-        ensemble_with: str | None = None) -> dict[str, Any]:
+        ensemble_with: str | None = None, repeats: int = 3) -> dict[str, Any]:
     lm = ByteLM.from_pretrained(model_name)
     methods: dict[str, Any] = {"generate": lambda p: _model_generate(lm, p, n_bytes, heal=False),
                                "healed": lambda p: _model_generate(lm, p, n_bytes, heal=True),
@@ -197,12 +199,20 @@ def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[floa
     # Warm-up: first forwards pay for allocation and thread start-up.
     _model_generate(lm, prompts[0], 8, heal=False)
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    bar = tqdm(total=len(methods) * len(prompts), desc=f"bench {model_name}", unit="run")
+    # Methods interleaved per prompt and the median of `repeats` runs kept, so that drift in the
+    # machine's speed hits every method alike (the ensemble, minutes per prompt, runs once).
+    times = {m: (1 if m == "ensemble" else repeats) for m in methods}
+    bar = tqdm(total=sum(times.values()) * len(prompts), desc=f"bench {model_name}", unit="run")
+    for p in prompts:
+        for name, fn in methods.items():
+            trials = []
+            for _ in range(times[name]):
+                trials.append(fn(p))
+                bar.update()
+            rows[name].append({"prompt": p, **sorted(trials, key=lambda x: x["wall_s"])[len(trials) // 2]})
+    bar.close()
     summary: dict[str, dict[str, float]] = {}
-    for name, fn in methods.items():
-        for p in prompts:
-            rows[name].append({"prompt": p, **fn(p)})
-            bar.update()
+    for name in methods:
         r = rows[name]
         wall, nb = sum(x["wall_s"] for x in r), sum(x["bytes"] for x in r)
         summary[name] = {"wall_s": wall, "bytes": nb, "bytes_per_s": nb / wall,
@@ -212,11 +222,10 @@ def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[floa
                          "engine_share": sum(x["engine_s"] for x in r) / wall,
                          "error_bound_max": max(x.get("error_bound", 0.0) for x in r),
                          "peak_rss_mb": _peak_rss_mb()}
-    bar.close()
     base = summary["generate"]["bytes_per_s"]
     for s in summary.values():
         s["time_ratio_vs_generate"] = base / s["bytes_per_s"]
-    return {"model": model_name, "n_bytes": n_bytes, "prompts": prompts, "torch_threads": torch.get_num_threads(),
+    return {"model": model_name, "n_bytes": n_bytes, "repeats": repeats, "prompts": prompts, "torch_threads": torch.get_num_threads(),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "summary": summary, "runs": rows}
 
 
@@ -250,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=float, nargs="*", default=[1e-4, 1e-6])
     ap.add_argument("--methods", nargs="*", default=None, help="only these (generate always runs): healed handoff exact eps=...")
     ap.add_argument("--tokens", type=int, default=None, help="equal-token mode: K new tokens per prompt (generate, healed, handoff)")
-    ap.add_argument("--repeats", type=int, default=3, help="equal-token mode: runs per prompt and method (median kept)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per prompt and method (median kept; the ensemble runs once)")
     ap.add_argument("--ensemble-with", default="gemma3-270m", help="second model of the ensemble row ('none': no ensemble)")
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     args = ap.parse_args(argv)
@@ -265,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
         return 0
     other = None if args.ensemble_with == "none" else args.ensemble_with
-    result = run(args.model, args.bytes, PROMPTS[: args.prompts], args.tolerance, args.methods, other)
+    result = run(args.model, args.bytes, PROMPTS[: args.prompts], args.tolerance, args.methods, other, args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.model if not args.methods else f"{args.model}-{args.bytes}B-" + "-".join(args.methods)
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))

@@ -61,3 +61,21 @@ def test_real_two_model_ensemble_quick(smol: ByteLM) -> None:
     assert isinstance(out, str) and out.startswith("nce")
     sc = ens.score(b"Hi there")
     assert np.isfinite(sc.per_byte).all() and 0 < sc.bits_per_byte < 8
+
+
+def test_smollm2_lazy_greedy_equals_full_distribution_greedy(smol: ByteLM) -> None:
+    # Greedy byte by byte goes through the lazy engine (bounds, rows on demand); it must pick the
+    # argmax of the full exact distribution at every byte, and needs well under a call per byte.
+    prompt = b"def fibonacci(n):\n    if n <= 1:\n        retu"
+    smol.token_lm.reset_cache()  # type: ignore[attr-defined]
+    lazy = smol.generate(prompt, max_new_bytes=20, temperature=0)
+    calls = smol.last_state.stats.model_calls
+    state, full = smol.state(prompt), b""
+    for _ in range(20):
+        b = int(np.argmax(state.distribution()[0]))
+        if b == 256:
+            break
+        full += bytes((b,))
+        state.advance(b)
+    assert lazy == full, (lazy, full)
+    assert calls <= 0.6 * len(lazy), (calls, len(lazy))
