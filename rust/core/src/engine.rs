@@ -72,6 +72,9 @@ struct Node {
     checked: Vec<u8>,
     /// Lazy mode: text length up to which this node's children exist (see `lazy::catch_up`).
     synced: usize,
+    /// Lazy mode: masses of the node's current range by next byte (kept up to date as tokens
+    /// are checked, so a step does not re-sum a whole vocabulary per refinement round).
+    sums: Option<lazy::ChildSums>,
 }
 
 impl Node {
@@ -152,7 +155,7 @@ impl CoverEngine {
     pub fn new(canon: Arc<Canonicalizer>, trie: Arc<TokenTrie>, prompt: &[u8], eos: Vec<TokenId>, cfg: EngineConfig) -> Result<Self> {
         let mut text = canon.vocab().start_prefix().to_vec();
         text.extend_from_slice(prompt);
-        let root = Node { parent: None, token: None, end: 0, logp: Some(0.0), anchor: 0, tail: vec![], probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0, checked: vec![], synced: 0 };
+        let root = Node { parent: None, token: None, end: 0, logp: Some(0.0), anchor: 0, tail: vec![], probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0, checked: vec![], synced: 0, sums: None };
         let mut e = Self { canon, trie, eos, cfg, text: vec![], nodes: vec![root], groups: vec![], mask_cache: FxHashMap::default(), skipped: 0.0, pending: vec![], worst_error: 0.0, stats: EngineStats::default() };
         e.build(text)?;
         Ok(e)
@@ -230,7 +233,7 @@ impl CoverEngine {
         }
         let lens: Vec<usize> = tail.iter().map(|&t| self.canon.vocab().token_bytes(t).map_or(0, <[u8]>::len)).collect();
         let (off, k) = self.canon.anchor(window, &lens);
-        let node = Node { parent: Some(parent), token: Some(tok), end, logp, anchor: p.anchor + off, tail: tail[k..].to_vec(), probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0, checked: vec![], synced: end };
+        let node = Node { parent: Some(parent), token: Some(tok), end, logp, anchor: p.anchor + off, tail: tail[k..].to_vec(), probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0, checked: vec![], synced: end, sums: None };
         self.nodes.push(node);
         self.stats.nodes_created += 1;
         Ok(Some(self.nodes.len() - 1))

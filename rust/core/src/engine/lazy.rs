@@ -26,6 +26,7 @@
 use super::{CoverEngine, NodeId};
 use crate::error::{Error, Result};
 use crate::primitives::TokenId;
+use std::ops::Range;
 
 /// Validity of T + [v] not decided yet.
 pub(super) const UNKNOWN: u8 = 0;
@@ -52,6 +53,30 @@ pub enum Pick {
     Sample { u: f64, temperature: f64 },
 }
 
+/// A node's masses by next byte for one (range, depth): valid, undecided, and how many tokens
+/// are undecided (so that "none left" is exact, whatever the rounding of the running sums).
+#[derive(Debug, Clone)]
+pub(super) struct ChildSums {
+    range: Range<usize>,
+    depth: usize,
+    children: Vec<ChildSum>,
+}
+
+#[derive(Debug, Clone)]
+struct ChildSum {
+    byte: u8,
+    range: Range<usize>,
+    valid: f64,
+    unknown: f64,
+    n_unknown: u32,
+}
+
+impl ChildSum {
+    fn unknown(&self) -> f64 {
+        if self.n_unknown == 0 { 0.0 } else { self.unknown.max(0.0) }
+    }
+}
+
 /// Bounds on the 257 numerators, all scaled by exp(-reference).
 struct Bounds {
     /// Mass of tokens known to be valid (and EOS).
@@ -70,6 +95,19 @@ impl Bounds {
     /// Most extra mass slot `c` can still receive.
     fn extra(&self, c: usize) -> f64 {
         self.unknown[c] + self.deferred
+    }
+
+    /// Slots whose undecided tokens can change the choice: for greedy the leader and every slot
+    /// that could still overtake it; when sampling, all.
+    fn focus(&self, pick: Pick) -> [bool; 257] {
+        let mut focus = [true; 257];
+        if let Pick::Greedy = pick {
+            let b = (0..257).fold(0, |best, c| if self.known[c] > self.known[best] { c } else { best });
+            for (c, f) in focus.iter_mut().enumerate() {
+                *f = c == b || self.known[c] + self.extra(c) >= self.known[b];
+            }
+        }
+        focus
     }
 
     fn decision(&self, pick: Pick) -> Result<Option<u16>> {
@@ -172,11 +210,12 @@ impl CoverEngine {
                 }
                 return Ok(Some(b));
             }
-            let unknown: f64 = bounds.unknown.iter().sum();
+            let focus = bounds.focus(pick);
+            let unknown: f64 = (0..257).filter(|&c| focus[c]).map(|c| bounds.unknown[c]).sum();
             // Checking tokens costs microseconds, a row a model call: check while the undecided
-            // tokens weigh at least a tenth of the deferred prefixes.
+            // tokens that matter weigh at least a tenth of the deferred prefixes.
             if unknown > 0.0 && unknown >= 0.1 * bounds.deferred {
-                self.check_heaviest(reference, batch);
+                self.check_heaviest(reference, batch, &focus);
                 batch = batch.saturating_mul(4);
                 continue;
             }
@@ -219,7 +258,31 @@ impl CoverEngine {
         self.pending.iter().map(|&n| (n, self.tokens(n))).collect()
     }
 
-    fn bounds(&self) -> Result<(f64, Bounds)> {
+    /// A node's child sums for `range` at `depth`, computed when the range changed.
+    fn ensure_sums(&mut self, node: NodeId, range: &Range<usize>, depth: usize) {
+        let nd = &self.nodes[node];
+        if nd.sums.as_ref().is_some_and(|c| c.range == *range && c.depth == depth) {
+            return;
+        }
+        let Some(probs) = &nd.probs else { return };
+        let children = self.trie.children(range.clone(), depth).by_byte.into_iter().map(|(byte, r)| {
+            let (mut valid, mut unknown, mut n_unknown) = (0.0, 0.0, 0u32);
+            for k in r.clone() {
+                match nd.checked[k] {
+                    VALID => valid += probs[k],
+                    UNKNOWN if probs[k] > 0.0 => {
+                        unknown += probs[k];
+                        n_unknown += 1;
+                    }
+                    _ => {}
+                }
+            }
+            ChildSum { byte, range: r, valid, unknown, n_unknown }
+        }).collect();
+        self.nodes[node].sums = Some(ChildSums { range: range.clone(), depth, children });
+    }
+
+    fn bounds(&mut self) -> Result<(f64, Bounds)> {
         let n = self.text.len();
         let sp = self.canon.vocab().start_prefix().len();
         let mut reference = f64::NEG_INFINITY;
@@ -231,28 +294,22 @@ impl CoverEngine {
         if reference == f64::NEG_INFINITY {
             return Ok((0.0, b));
         }
-        for (node, range) in &self.groups {
-            let nd = &self.nodes[*node];
+        for i in 0..self.groups.len() {
+            let (node, range) = self.groups[i].clone();
+            let depth = n - self.nodes[node].end;
+            self.ensure_sums(node, &range, depth);
+            let nd = &self.nodes[node];
             let logp = nd.logp.unwrap_or(f64::NEG_INFINITY);
-            let Some(probs) = &nd.probs else {
+            let Some(sums) = nd.sums.as_ref().filter(|_| nd.probs.is_some()) else {
                 b.deferred += (logp - reference).exp();
                 continue;
             };
-            let depth = n - nd.end;
             let scale = (logp + nd.shift - reference).exp();
-            for (byte, r) in self.trie.children(range.clone(), depth).by_byte {
-                let (mut valid, mut unknown) = (0.0, 0.0);
-                for k in r {
-                    match nd.checked[k] {
-                        VALID => valid += probs[k],
-                        UNKNOWN => unknown += probs[k],
-                        _ => {}
-                    }
-                }
-                b.known[byte as usize] += scale * valid;
-                b.unknown[byte as usize] += scale * unknown;
+            for c in &sums.children {
+                b.known[c.byte as usize] += scale * c.valid;
+                b.unknown[c.byte as usize] += scale * c.unknown();
             }
-            if depth == 0 || (*node == 0 && n == sp) {
+            if depth == 0 || (node == 0 && n == sp) {
                 b.known[256] += (logp + nd.eos_logp - reference).exp();
             }
         }
@@ -260,15 +317,16 @@ impl CoverEngine {
     }
 
     /// Decide validity of the `batch` heaviest undecided tokens over all groups.
-    fn check_heaviest(&mut self, reference: f64, batch: usize) {
-        let n = self.text.len();
+    /// Only slots with `focus[slot]` are refined (those whose undecided mass can change the
+    /// choice); `bounds` has made every group's sums current.
+    fn check_heaviest(&mut self, reference: f64, batch: usize, focus: &[bool; 257]) {
         let mut cands: Vec<(f64, usize, usize)> = Vec::new(); // (weight, node, trie position)
-        for (node, range) in &self.groups {
+        for (node, _) in &self.groups {
             let nd = &self.nodes[*node];
-            let Some(probs) = &nd.probs else { continue };
+            let (Some(probs), Some(sums)) = (&nd.probs, &nd.sums) else { continue };
             let scale = (nd.logp.unwrap_or(f64::NEG_INFINITY) + nd.shift - reference).exp();
-            for (_, r) in self.trie.children(range.clone(), n - nd.end).by_byte {
-                cands.extend(r.filter(|&k| nd.checked[k] == UNKNOWN && probs[k] > 0.0).map(|k| (scale * probs[k], *node, k)));
+            for c in sums.children.iter().filter(|c| c.n_unknown > 0 && focus[c.byte as usize]) {
+                cands.extend(c.range.clone().filter(|&k| nd.checked[k] == UNKNOWN && probs[k] > 0.0).map(|k| (scale * probs[k], *node, k)));
             }
         }
         if cands.len() > batch {
@@ -282,9 +340,19 @@ impl CoverEngine {
             let end = start + cands[start..].iter().take_while(|c| c.1 == node).count();
             let ks: Vec<usize> = cands[start..end].iter().map(|c| c.2).collect();
             let verdicts = self.check_tokens(node, &ks);
-            let checked = &mut self.nodes[node].checked;
+            let nd = &mut self.nodes[node];
+            let probs = nd.probs.clone().expect("checked tokens belong to nodes with rows");
             for (&k, ok) in ks.iter().zip(verdicts) {
-                checked[k] = if ok { VALID } else { INVALID };
+                nd.checked[k] = if ok { VALID } else { INVALID };
+                if let Some(sums) = nd.sums.as_mut() {
+                    let i = sums.children.partition_point(|c| c.range.end <= k);
+                    let c = &mut sums.children[i];
+                    c.unknown -= probs[k];
+                    c.n_unknown -= 1;
+                    if ok {
+                        c.valid += probs[k];
+                    }
+                }
             }
             self.stats.validity_checks += ks.len() as u64;
             start = end;
