@@ -241,12 +241,41 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     axes[0].bar(names, ratio, color="#4c72b0")
     axes[0].axhline(1.0, color="k", lw=0.8)
-    axes[0].set_ylabel("wall time / model.generate")
+    axes[0].set_yscale("log")  # the ensemble row is tens of times slower than the rest
+    axes[0].set_ylabel("wall time / model.generate (log)")
     axes[1].bar(names, calls, color="#dd8452")
     axes[1].set_ylabel("model calls per byte")
+    for ax, values, fmt in ((axes[0], ratio, "{:.2f}x"), (axes[1], calls, "{:.2f}")):
+        for i, v in enumerate(values):
+            ax.annotate(fmt.format(v), (i, v), ha="center", va="bottom", fontsize=8)
     for ax in axes:
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle(f"{result['model']}: {result['n_bytes']} bytes x {len(result['prompts'])} prompts, CPU")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_tokens(result: dict[str, Any], path: Path) -> None:
+    """Equal-token mode: wall time relative to `generate` and model calls, per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["summary"])
+    ratio = [result["summary"][n]["time_ratio_vs_generate"] for n in names]
+    calls = [result["summary"][n]["model_calls"] for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    axes[0].bar(names, ratio, color="#4c72b0")
+    axes[0].axhline(1.0, color="k", lw=0.8)
+    axes[0].set_ylabel("wall time / model.generate")
+    axes[1].bar(names, calls, color="#dd8452")
+    axes[1].set_ylabel("model calls (all prompts)")
+    for ax, values, fmt in ((axes[0], ratio, "{:.2f}x"), (axes[1], calls, "{:d}")):
+        for i, v in enumerate(values):
+            ax.annotate(fmt.format(v), (i, v), ha="center", va="bottom", fontsize=8)
+    k, n = result["new_tokens_per_prompt"], len(result["prompts"])
+    fig.suptitle(f"{result['model']}: exactly {k} new tokens x {n} prompts, median of {result['repeats']}, CPU")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -268,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_tokens(args.model, args.tokens, PROMPTS[: args.prompts], args.repeats)
         path = args.out / f"{args.model}-tokens{args.tokens}.json"
         path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        plot_tokens(result, path.with_suffix(".png"))
         print(f"{'method':10} {'wall s':>8} {'x gen':>6} {'tokens':>7} {'calls':>6} {'fed':>5}")
         for name, s in result["summary"].items():
             print(f"{name:10} {s['wall_s']:8.2f} {s['time_ratio_vs_generate']:6.2f} {s['new_tokens']:7d} {s['model_calls']:6d} {s['tokens_fed']:5d}")
