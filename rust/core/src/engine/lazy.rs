@@ -225,6 +225,10 @@ impl CoverEngine {
                 // but could still tip a near tie; fetch the heaviest of them.
                 self.pending = self.groups.iter().filter(|(node, _)| self.nodes[*node].probs.is_none()).max_by(|a, b| self.nodes[a.0].logp.unwrap_or(f64::NEG_INFINITY).total_cmp(&self.nodes[b.0].logp.unwrap_or(f64::NEG_INFINITY))).map(|g| vec![g.0]).unwrap_or_default();
             }
+            if self.pending.is_empty() {
+                // Nothing left to refine yet undecided: a bug, not a state to wait in.
+                return Err(Error::Protocol("decide: bounds unsettled with nothing left to check or fetch".into()));
+            }
             return Ok(None);
         }
     }
