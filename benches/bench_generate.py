@@ -229,7 +229,8 @@ def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[floa
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "summary": summary, "runs": rows}
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
+def _bar_pair(result: dict[str, Any], calls_key: str, calls_label: str, calls_fmt: str, log: bool, title: str, path: Path) -> None:
+    """Two labelled bar charts per method: wall time relative to `generate`, and model calls."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -237,47 +238,35 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     names = list(result["summary"])
     ratio = [result["summary"][n]["time_ratio_vs_generate"] for n in names]
-    calls = [result["summary"][n]["model_calls_per_byte"] for n in names]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    calls = [result["summary"][n][calls_key] for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.25 * len(names)), 3.6))
     axes[0].bar(names, ratio, color="#4c72b0")
     axes[0].axhline(1.0, color="k", lw=0.8)
-    axes[0].set_yscale("log")  # the ensemble row is tens of times slower than the rest
-    axes[0].set_ylabel("wall time / model.generate (log)")
+    if log:
+        axes[0].set_yscale("log")  # the ensemble row is tens of times slower than the rest
+    axes[0].set_ylabel("wall time / model.generate" + (" (log)" if log else ""))
     axes[1].bar(names, calls, color="#dd8452")
-    axes[1].set_ylabel("model calls per byte")
-    for ax, values, fmt in ((axes[0], ratio, "{:.2f}x"), (axes[1], calls, "{:.2f}")):
+    axes[1].set_ylabel(calls_label)
+    for ax, values, fmt in ((axes[0], ratio, "{:.2f}x"), (axes[1], calls, calls_fmt)):
         for i, v in enumerate(values):
             ax.annotate(fmt.format(v), (i, v), ha="center", va="bottom", fontsize=8)
-    for ax in axes:
         ax.tick_params(axis="x", rotation=30)
-    fig.suptitle(f"{result['model']}: {result['n_bytes']} bytes x {len(result['prompts'])} prompts, CPU")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Equal-byte mode: every method's bytes/s relative to `generate`, and calls per byte."""
+    _bar_pair(result, "model_calls_per_byte", "model calls per byte", "{:.2f}", True,
+              f"{result['model']}: {result['n_bytes']} bytes x {len(result['prompts'])} prompts, CPU", path)
 
 
 def plot_tokens(result: dict[str, Any], path: Path) -> None:
     """Equal-token mode: wall time relative to `generate` and model calls, per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(result["summary"])
-    ratio = [result["summary"][n]["time_ratio_vs_generate"] for n in names]
-    calls = [result["summary"][n]["model_calls"] for n in names]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
-    axes[0].bar(names, ratio, color="#4c72b0")
-    axes[0].axhline(1.0, color="k", lw=0.8)
-    axes[0].set_ylabel("wall time / model.generate")
-    axes[1].bar(names, calls, color="#dd8452")
-    axes[1].set_ylabel("model calls (all prompts)")
-    for ax, values, fmt in ((axes[0], ratio, "{:.2f}x"), (axes[1], calls, "{:d}")):
-        for i, v in enumerate(values):
-            ax.annotate(fmt.format(v), (i, v), ha="center", va="bottom", fontsize=8)
     k, n = result["new_tokens_per_prompt"], len(result["prompts"])
-    fig.suptitle(f"{result['model']}: exactly {k} new tokens x {n} prompts, median of {result['repeats']}, CPU")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _bar_pair(result, "model_calls", "model calls (all prompts)", "{:d}", False,
+              f"{result['model']}: exactly {k} new tokens x {n} prompts, median of {result['repeats']}, CPU", path)
 
 
 def main(argv: list[str] | None = None) -> int:
