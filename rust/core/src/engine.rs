@@ -298,14 +298,14 @@ impl CoverEngine {
             shift = shift.max(v);
         }
         self.nodes[node].shift = shift;
-        let order = self.trie.order();
+        let trie = self.trie.clone(); // an Arc: `order` must outlive the `&mut self` of valid_mask
+        let order = trie.order();
         let (probs, valid): (Vec<f64>, _) = if self.cfg.lazy {
             // Validity is decided later, token by token, only where the choice needs it.
             (order.iter().map(|&id| (row.get(id as usize) - shift).exp()).collect(), None)
         } else {
             let range = self.groups.iter().find(|g| g.0 == node).map(|g| g.1.clone()).unwrap_or(0..self.trie.len());
             let valid = self.valid_mask(node, row, range);
-            let order = self.trie.order();
             (order.iter().zip(valid.iter()).map(|(&id, &ok)| if ok { (row.get(id as usize) - shift).exp() } else { 0.0 }).collect(), Some(valid))
         };
         let nd = &self.nodes[node];
@@ -338,11 +338,41 @@ impl CoverEngine {
         Ok(())
     }
 
+    /// Validity of T + [v] for the tokens at trie positions `ks` (split over threads when many).
+    fn check_tokens(&self, node: NodeId, ks: &[usize]) -> Vec<bool> {
+        let nd = &self.nodes[node];
+        let window = &self.text[nd.anchor..nd.end];
+        let (canon, vocab, trie, tail) = (&self.canon, self.canon.vocab(), &self.trie, &nd.tail);
+        let check = |part: &[usize]| -> Vec<bool> {
+            let mut text = window.to_vec();
+            let mut t = tail.clone();
+            part.iter()
+                .map(|&k| {
+                    let id = trie.id_at(k);
+                    text.truncate(window.len());
+                    text.extend_from_slice(vocab.token_bytes(id).unwrap_or_default());
+                    t.truncate(tail.len());
+                    t.push(id);
+                    canon.valid_from(&text, &t)
+                })
+                .collect()
+        };
+        let threads = self.cfg.threads.max(1);
+        if ks.len() < 256 || threads == 1 {
+            return check(ks);
+        }
+        let chunk = ks.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = ks.chunks(chunk).map(|part| s.spawn(move || check(part))).collect();
+            handles.into_iter().flat_map(|h| h.join().expect("validity check panicked")).collect()
+        })
+    }
+
     /// For every token v (trie order): is T + [v] valid? Memoised by the anchored context.
     fn valid_mask<R: LogRow + ?Sized>(&mut self, node: NodeId, row: &R, range: Range<usize>) -> Arc<Vec<bool>> {
         let nd = &self.nodes[node];
         let window = self.text[nd.anchor..nd.end].to_vec();
-        let key = (window.clone(), nd.tail.clone(), range.clone());
+        let key = (window, nd.tail.clone(), range.clone());
         let cached = if self.cfg.tolerance == 0.0 { self.mask_cache.get(&key) } else { None };
         if let Some(m) = cached {
             // A cached mask may have skipped zero-probability tokens under another row; recheck
@@ -356,12 +386,7 @@ impl CoverEngine {
             }
         }
         let order = self.trie.order();
-        let vocab = self.canon.vocab().clone();
-        let canon = self.canon.clone();
-        let tail = nd.tail.clone();
         let n = order.len();
-        let threads = self.cfg.threads.max(1);
-        let chunk = n.div_ceil(threads);
         let mut want: Vec<bool> = (0..n).map(|k| range.contains(&k) && row.get(order[k] as usize) > f64::NEG_INFINITY).collect();
         let mut mask = vec![false; n];
         // Bounded-error mode: check tokens from the most likely down until the unchecked rest
@@ -385,28 +410,11 @@ impl CoverEngine {
             assumed = rest.max(0.0) * (shift - self.nodes[node].shift_hint()).exp();
         }
         self.nodes[node].assumed = assumed;
-        std::thread::scope(|s| {
-            for (c, out) in mask.chunks_mut(chunk).enumerate() {
-                let (canon, vocab, window, tail, want) = (&canon, &vocab, &window, &tail, &want);
-                s.spawn(move || {
-                    let mut text = window.clone();
-                    let mut t = tail.clone();
-                    for (j, slot) in out.iter_mut().enumerate() {
-                        let k = c * chunk + j;
-                        if !want[k] {
-                            continue;
-                        }
-                        let id = order[k];
-                        text.truncate(window.len());
-                        text.extend_from_slice(vocab.token_bytes(id).unwrap());
-                        t.truncate(tail.len());
-                        t.push(id);
-                        *slot = canon.valid_from(&text, &t);
-                    }
-                });
-            }
-        });
-        self.stats.validity_checks += want.iter().filter(|&&w| w).count() as u64;
+        let ks: Vec<usize> = (0..n).filter(|&k| want[k]).collect();
+        for (&k, ok) in ks.iter().zip(self.check_tokens(node, &ks)) {
+            mask[k] = ok;
+        }
+        self.stats.validity_checks += ks.len() as u64;
         let mask = Arc::new(mask);
         if self.mask_cache.len() > 4096 {
             self.mask_cache.clear();

@@ -16,7 +16,7 @@
 //! one the full distribution would give for the same uniform number: the conditions below hold
 //! for every value the unknown terms can take. What it bought: in a confident stretch only the
 //! token prefix the text actually follows needs a row, about one call per token instead of one
-//! per byte, and only the few heaviest tokens are checked (tests/test_lazy_engine.py checks the
+//! per byte, and only the few heaviest tokens are checked (tests/test_lazy_choice.py checks the
 //! choices against the full engine; benches/bench_generate.py measures the speed).
 //!
 //! When a deferred prefix's row arrives after the text has moved on, `catch_up` creates what the
@@ -97,12 +97,17 @@ impl Bounds {
         self.unknown[c] + self.deferred
     }
 
+    /// The slot with the most known mass (the first of equals).
+    fn leader(&self) -> usize {
+        (0..257).fold(0, |best, c| if self.known[c] > self.known[best] { c } else { best })
+    }
+
     /// Slots whose undecided tokens can change the choice: for greedy the leader and every slot
     /// that could still overtake it; when sampling, all.
     fn focus(&self, pick: Pick) -> [bool; 257] {
         let mut focus = [true; 257];
         if let Pick::Greedy = pick {
-            let b = (0..257).fold(0, |best, c| if self.known[c] > self.known[best] { c } else { best });
+            let b = self.leader();
             for (c, f) in focus.iter_mut().enumerate() {
                 *f = c == b || self.known[c] + self.extra(c) >= self.known[b];
             }
@@ -118,7 +123,7 @@ impl Bounds {
         let settled = !self.uncertain();
         match pick {
             Pick::Greedy => {
-                let b = (0..257).fold(0, |best, c| if self.known[c] > self.known[best] { c } else { best });
+                let b = self.leader();
                 let lb = self.known[b];
                 let beats = |c: usize| {
                     let hi = self.known[c] + self.extra(c);
@@ -127,15 +132,7 @@ impl Bounds {
                 Ok(((0..257).all(|c| c == b || beats(c)) || settled).then_some(b as u16))
             }
             Pick::Sample { u, temperature } if temperature == 1.0 => {
-                let target = u * total_known;
-                let (mut below, mut b) = (0.0, 256);
-                for c in 0..257 {
-                    if below + self.known[c] > target {
-                        b = c;
-                        break;
-                    }
-                    below += self.known[c];
-                }
+                let b = inverse_cdf(&self.known, u * total_known);
                 if settled {
                     return Ok(Some(b as u16));
                 }
@@ -161,15 +158,7 @@ impl Bounds {
                 if z_lo <= 0.0 {
                     return Ok(None);
                 }
-                let target = u * z_lo;
-                let (mut below, mut b) = (0.0, 256);
-                for (c, &w) in lo.iter().enumerate() {
-                    if below + w > target {
-                        b = c;
-                        break;
-                    }
-                    below += w;
-                }
+                let b = inverse_cdf(&lo, u * z_lo);
                 if settled {
                     return Ok(Some(b as u16));
                 }
@@ -179,6 +168,19 @@ impl Bounds {
             }
         }
     }
+}
+
+/// The first slot whose cumulative weight exceeds `target` (the last slot if rounding leaves
+/// none), like numpy's `searchsorted(cumsum, target, side="right")`.
+fn inverse_cdf(weights: &[f64], target: f64) -> usize {
+    let mut below = 0.0;
+    for (c, &w) in weights.iter().enumerate() {
+        if below + w > target {
+            return c;
+        }
+        below += w;
+    }
+    weights.len() - 1
 }
 
 impl CoverEngine {
@@ -219,12 +221,9 @@ impl CoverEngine {
                 batch = batch.saturating_mul(4);
                 continue;
             }
+            // (Prefixes ignored under a tolerance are candidates too: unsettled means their
+            // mass could still tip the choice.)
             self.pending = self.heaviest_deferred(reference);
-            if self.pending.is_empty() {
-                // Only ignored (light) prefixes remain undecided: their mass fits the tolerance
-                // but could still tip a near tie; fetch the heaviest of them.
-                self.pending = self.groups.iter().filter(|(node, _)| self.nodes[*node].probs.is_none()).max_by(|a, b| self.nodes[a.0].logp.unwrap_or(f64::NEG_INFINITY).total_cmp(&self.nodes[b.0].logp.unwrap_or(f64::NEG_INFINITY))).map(|g| vec![g.0]).unwrap_or_default();
-            }
             if self.pending.is_empty() {
                 // Nothing left to refine yet undecided: a bug, not a state to wait in.
                 return Err(Error::Protocol("decide: bounds unsettled with nothing left to check or fetch".into()));
@@ -239,7 +238,7 @@ impl CoverEngine {
     /// enough to count), so this step's distribution is off by at most `tolerance` in total
     /// variation; `error_bound` reports the largest such fraction used.
     fn light_deferred(&self, reference: f64, known: f64) -> f64 {
-        let mut masses: Vec<f64> = self.groups.iter().filter(|(node, _)| self.nodes[*node].probs.is_none()).map(|(node, _)| (self.nodes[*node].logp.unwrap_or(f64::NEG_INFINITY) - reference).exp()).collect();
+        let mut masses: Vec<f64> = self.deferred(reference).into_iter().map(|x| x.0).collect();
         masses.sort_unstable_by(f64::total_cmp);
         let budget = self.cfg.tolerance * known;
         let mut used = 0.0;
@@ -250,6 +249,11 @@ impl CoverEngine {
             used += m;
         }
         used
+    }
+
+    /// (mass scaled by exp(-reference), node) of every deferred group (a node is in at most one).
+    fn deferred(&self, reference: f64) -> Vec<(f64, NodeId)> {
+        self.groups.iter().filter(|(node, _)| self.nodes[*node].probs.is_none()).map(|(node, _)| ((self.nodes[*node].logp.unwrap_or(f64::NEG_INFINITY) - reference).exp(), *node)).collect()
     }
 
     /// Bounded-error mode: the largest bound on any step's total-variation error so far.
@@ -363,42 +367,11 @@ impl CoverEngine {
         }
     }
 
-    /// Validity of T + [v] for the tokens at trie positions `ks` (split over threads when many).
-    fn check_tokens(&self, node: NodeId, ks: &[usize]) -> Vec<bool> {
-        let nd = &self.nodes[node];
-        let window = &self.text[nd.anchor..nd.end];
-        let (canon, vocab, trie, tail) = (&self.canon, self.canon.vocab(), &self.trie, &nd.tail);
-        let check = |part: &[usize]| -> Vec<bool> {
-            let mut text = window.to_vec();
-            let mut t = tail.clone();
-            part.iter()
-                .map(|&k| {
-                    let id = trie.id_at(k);
-                    text.truncate(window.len());
-                    text.extend_from_slice(vocab.token_bytes(id).unwrap_or_default());
-                    t.truncate(tail.len());
-                    t.push(id);
-                    canon.valid_from(&text, &t)
-                })
-                .collect()
-        };
-        let threads = self.cfg.threads.max(1);
-        if ks.len() < 256 || threads == 1 {
-            return check(ks);
-        }
-        let chunk = ks.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = ks.chunks(chunk).map(|part| s.spawn(move || check(part))).collect();
-            handles.into_iter().flat_map(|h| h.join().expect("validity check panicked")).collect()
-        })
-    }
-
     /// The deferred prefixes the next call fetches: the heaviest alone, or, when others weigh at
     /// least `DEFER_FETCH_RATIO` of it, up to 8 of the heaviest.
     fn heaviest_deferred(&self, reference: f64) -> Vec<NodeId> {
-        let mut d: Vec<(f64, NodeId)> = self.groups.iter().filter(|(node, _)| self.nodes[*node].probs.is_none()).map(|(node, _)| ((self.nodes[*node].logp.unwrap_or(f64::NEG_INFINITY) - reference).exp(), *node)).collect();
+        let mut d = self.deferred(reference);
         d.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-        d.dedup_by_key(|x| x.1);
         let top = d.first().map_or(0.0, |x| x.0);
         let needed = d.iter().take_while(|x| x.0 >= DEFER_FETCH_RATIO * top).take(4).count();
         // A call with several rows costs the same for 2 or 8: fill it with the next heaviest
@@ -427,7 +400,7 @@ impl CoverEngine {
             if range.is_empty() {
                 break;
             }
-            if end + d + 1 <= synced {
+            if end + d < synced {
                 continue; // children up to `synced` exist already
             }
             for k in self.trie.children(range.clone(), d + 1).exact {
