@@ -55,6 +55,24 @@ class ChoiceState:
                 return int(b)
             self._fetch(self.engine.pending())
 
+    def bounds(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """This step's 257 numerators as bounds, all scaled by one factor: (known, undecided by
+        slot, deferred mass that may land on any slot). For combining models (`EnsembleChoice`)."""
+        t0 = time.perf_counter()
+        known, unknown, deferred = self.engine.step_bounds()
+        self.stats.engine_seconds += time.perf_counter() - t0
+        return known, unknown, deferred
+
+    def refine(self) -> bool:
+        """One step towards exact numerators: decide the validity of the heaviest undecided
+        tokens, or fetch the heaviest deferred rows (one model call). False when already exact."""
+        t0 = time.perf_counter()
+        step = self.engine.refine()
+        self.stats.engine_seconds += time.perf_counter() - t0
+        if step == "rows":
+            self._fetch(self.engine.pending())
+        return step != "settled"
+
     def _fetch(self, pending: list[tuple[int, list[int]]]) -> None:
         t0 = time.perf_counter()
         rows = self.lm.token_lm.logprobs([toks for _, toks in pending])

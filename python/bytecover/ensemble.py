@@ -41,14 +41,14 @@ the state was made (an ensemble removes no non-canonical mass of its own).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from ._core import ZeroMassError
 from .byte_lm import ByteModel, Text, _as_bytes
-from .sampling import EOS
+from .sampling import EOS, SamplingConfig
 
 __all__ = [
     "Ensemble",
@@ -279,6 +279,29 @@ class Ensemble(_Combined):
                 raise ValueError("at least one weight must be positive")
         self.weights: np.ndarray = w / w.sum()
         """Normalised weights (sum to 1)."""
+
+    def _byte_chunks(self, prompt: Text, cfg: SamplingConfig, rng: np.random.Generator) -> Generator[bytes, None, None]:
+        """Byte by byte. When every member is a `ByteLM`, greedy and temperature sampling choose
+        each byte from bounds on the members' distributions (`EnsembleChoice`: the byte the full
+        combination gives, with the members' model calls only where the bounds need them);
+        otherwise, and for top-k / top-p, from the full combined distribution."""
+        from .byte_lm import ByteLM
+        from .ensemble_choice import EnsembleChoice
+
+        if cfg.top_k is not None or cfg.top_p is not None or not all(isinstance(m, ByteLM) for m in self.models):
+            yield from super()._byte_chunks(prompt, cfg, rng)
+            return
+        data = _as_bytes(prompt)
+        for m in self.models:
+            m._check_prompt(data)
+        state = EnsembleChoice(self.models, self.weights, self.mode, data)
+        self.last_state = state
+        while True:
+            b = state.choose(cfg, rng)
+            if b == EOS:
+                return
+            yield bytes((b,))
+            state.advance(b)
 
     def _combine(self, rows: list[np.ndarray]) -> np.ndarray:
         if self.mode == "mixture":

@@ -35,7 +35,7 @@
 mod covers;
 mod lazy;
 pub use covers::CoverChoice;
-pub use lazy::Pick;
+pub use lazy::{Bounds, Pick, Refinement};
 
 use crate::canonical::Canonicalizer;
 use crate::error::{Error, Result};
@@ -138,6 +138,8 @@ pub struct CoverEngine {
     pending: Vec<NodeId>,
     /// Lazy mode with a tolerance: the largest bound on a step's error (see `lazy.rs`).
     worst_error: f64,
+    /// Lazy mode: tokens the next `refine` checks (grows while checks continue; reset by a row request and by `advance`).
+    check_batch: usize,
     pub stats: EngineStats,
 }
 
@@ -156,7 +158,7 @@ impl CoverEngine {
         let mut text = canon.vocab().start_prefix().to_vec();
         text.extend_from_slice(prompt);
         let root = Node { parent: None, token: None, end: 0, logp: Some(0.0), anchor: 0, tail: vec![], probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0, checked: vec![], synced: 0, sums: None };
-        let mut e = Self { canon, trie, eos, cfg, text: vec![], nodes: vec![root], groups: vec![], mask_cache: FxHashMap::default(), skipped: 0.0, pending: vec![], worst_error: 0.0, stats: EngineStats::default() };
+        let mut e = Self { canon, trie, eos, cfg, text: vec![], nodes: vec![root], groups: vec![], mask_cache: FxHashMap::default(), skipped: 0.0, pending: vec![], worst_error: 0.0, check_batch: lazy::FIRST_CHECK_BATCH, stats: EngineStats::default() };
         e.build(text)?;
         Ok(e)
     }
@@ -487,10 +489,10 @@ impl CoverEngine {
     /// Move to x + [byte]. New fresh nodes appear for tokens ending exactly here.
     pub fn advance(&mut self, byte: u8) -> Result<()> {
         let max_len = self.canon.vocab().max_token_len();
-        // Reference mass for the tolerance: P(x b ...).
         // Reference mass for the tolerance: log P(x b ...), the numerator of the chosen byte.
         let reference = if self.cfg.tolerance > 0.0 { self.distribution().ok().map(|d| d.log_total + d.logprobs[byte as usize]) } else { None };
         self.text.push(byte);
+        self.check_batch = lazy::FIRST_CHECK_BATCH;
         let n = self.text.len();
         let old = std::mem::take(&mut self.groups);
         let mut groups = Vec::with_capacity(old.len() + 4);

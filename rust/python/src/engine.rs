@@ -3,7 +3,7 @@
 
 use crate::errors::{IntoPy, LogitsShapeError};
 use crate::tokenizer::PyTokenizer;
-use bytecover_core::engine::{CoverChoice, CoverEngine, EngineConfig, Pick};
+use bytecover_core::engine::{CoverChoice, CoverEngine, EngineConfig, Pick, Refinement};
 use bytecover_core::{healing, TokenId};
 use numpy::{PyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -112,6 +112,24 @@ impl PyCoverEngine {
         let pick = u.map_or(Pick::Greedy, |u| Pick::Sample { u, temperature });
         let inner = &mut self.inner;
         py.detach(|| inner.decide(pick)).py_err()
+    }
+
+    /// Lazy engines: bounds on this step's 257 numerators, scaled by one common factor:
+    /// (known, undecided by slot, deferred mass that may land on any slot).
+    fn step_bounds<'py>(&mut self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>, f64)> {
+        let b = self.inner.step_bounds().py_err()?;
+        Ok((PyArray1::from_slice(py, &b.known), PyArray1::from_slice(py, &b.unknown), b.deferred))
+    }
+
+    /// Lazy engines: one refinement step: "checked" (validity of some tokens decided), "rows"
+    /// (fetch `pending()` and provide them), or "settled" (the bounds are exact).
+    fn refine(&mut self, py: Python<'_>) -> PyResult<&'static str> {
+        let inner = &mut self.inner;
+        Ok(match py.detach(|| inner.refine()).py_err()? {
+            Refinement::Checked => "checked",
+            Refinement::NeedRows => "rows",
+            Refinement::Settled => "settled",
+        })
     }
 
     /// Lazy engines with a tolerance: the largest bound on any step's total-variation error.

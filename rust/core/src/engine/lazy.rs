@@ -39,6 +39,9 @@ pub(super) const INVALID: u8 = 2;
 /// and up to 8 rows (2.4 rows per call, 2.10x `generate`).
 const DEFER_FETCH_RATIO: f64 = 0.05;
 
+/// Undecided tokens checked by the first refinement at a byte (then 4x as many each time).
+pub(super) const FIRST_CHECK_BATCH: usize = 32;
+
 /// Rows added to fill a call are taken only from prefixes ending at most this many bytes back: an
 /// older one shares less of the KV trunk and would make every row of the call longer (padding).
 const FILL_WINDOW: usize = 8;
@@ -77,14 +80,28 @@ impl ChildSum {
     }
 }
 
-/// Bounds on the 257 numerators, all scaled by exp(-reference).
-struct Bounds {
+/// Bounds on the 257 numerators, all scaled by one common factor: slot c's numerator is
+/// known[c] plus at most unknown[c] plus some share of `deferred` (the deferred mass may fall
+/// on the slots in any proportion, or partly on none).
+#[derive(Debug, Clone)]
+pub struct Bounds {
     /// Mass of tokens known to be valid (and EOS).
-    known: [f64; 257],
+    pub known: [f64; 257],
     /// Mass of tokens whose validity is undecided, by slot.
-    unknown: [f64; 257],
+    pub unknown: [f64; 257],
     /// Total mass of deferred token prefixes (can land on any slot).
-    deferred: f64,
+    pub deferred: f64,
+}
+
+/// What one `refine` step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refinement {
+    /// Decided the validity of some undecided tokens (no model call).
+    Checked,
+    /// Needs the rows in `pending()` (one model call).
+    NeedRows,
+    /// Nothing is uncertain: the bounds are the exact numerators.
+    Settled,
 }
 
 impl Bounds {
@@ -188,16 +205,14 @@ impl CoverEngine {
     /// `None` when rows are needed first: fetch `pending()`, give them with `provide_row`, ask
     /// again. Lazy engines only.
     pub fn decide(&mut self, pick: Pick) -> Result<Option<u16>> {
-        if !self.cfg.lazy {
-            return Err(Error::Protocol("decide() needs an engine made with lazy=True".into()));
-        }
+        self.check_lazy("decide")?;
         if let Pick::Sample { u, temperature } = pick {
             if !(0.0..1.0).contains(&u) || !(temperature > 0.0 && temperature.is_finite()) {
                 return Err(Error::Protocol(format!("need 0 <= u < 1 and a finite temperature > 0, got u={u}, temperature={temperature}")));
             }
         }
         self.pending.clear();
-        let mut batch = 32;
+        let mut batch = FIRST_CHECK_BATCH;
         loop {
             let (reference, mut bounds) = self.bounds()?;
             let mut ignored = 0.0;
@@ -230,6 +245,39 @@ impl CoverEngine {
             }
             return Ok(None);
         }
+    }
+
+    /// The current bounds on the 257 numerators, for a caller that chooses from a combination
+    /// of several models (an ensemble): it combines each member's bounds and calls `refine` on
+    /// the member whose uncertainty matters most. Lazy engines only.
+    pub fn step_bounds(&mut self) -> Result<Bounds> {
+        self.check_lazy("step_bounds")?;
+        Ok(self.bounds()?.1)
+    }
+
+    /// One step towards exact numerators: check the heaviest undecided tokens (batches growing
+    /// fourfold until the next row or byte), or, when deferred prefixes weigh more than ten times the
+    /// undecided tokens, ask for the heaviest deferred rows (`pending`), as `decide` does.
+    pub fn refine(&mut self) -> Result<Refinement> {
+        self.check_lazy("refine")?;
+        self.pending.clear();
+        let (reference, bounds) = self.bounds()?;
+        let unknown: f64 = bounds.unknown.iter().sum();
+        if unknown > 0.0 && unknown >= 0.1 * bounds.deferred {
+            self.check_heaviest(reference, self.check_batch, &[true; 257]);
+            self.check_batch = self.check_batch.saturating_mul(4);
+            return Ok(Refinement::Checked);
+        }
+        if bounds.deferred <= 0.0 {
+            return Ok(Refinement::Settled);
+        }
+        self.pending = self.heaviest_deferred(reference);
+        self.check_batch = FIRST_CHECK_BATCH; // the new rows bring new undecided tokens
+        Ok(Refinement::NeedRows)
+    }
+
+    fn check_lazy(&self, what: &str) -> Result<()> {
+        if self.cfg.lazy { Ok(()) } else { Err(Error::Protocol(format!("{what}() needs an engine made with lazy=True"))) }
     }
 
     /// Bounded-error mode: the mass of the lightest deferred prefixes that together weigh at
