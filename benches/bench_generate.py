@@ -9,7 +9,7 @@ For each prompt (prose and code, several ending mid-token) every method produces
   exact       `ByteLM.generate(..., temperature=0)`: the exact byte-level distribution
   eps=1e-4/6  the bounded-error mode (reports its bound on any step's total-variation error)
   ensemble    the byte-level mixture of this model and `--ensemble-with` (greedy byte by byte;
-              each member computes its full next-byte distribution at every byte)
+              each byte chosen from bounds on both members' distributions, `EnsembleChoice`)
 
 Reported per method: wall time, bytes/s, ratio to `generate`, model calls and tokens fed per byte,
 engine (Rust) time per byte and its share of the wall time, the bounded-error modes' error bound,
@@ -200,7 +200,7 @@ def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[floa
     _model_generate(lm, prompts[0], 8, heal=False)
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     # Methods interleaved per prompt and the median of `repeats` runs kept, so that drift in the
-    # machine's speed hits every method alike (the ensemble, minutes per prompt, runs once).
+    # machine's speed hits every method alike (the ensemble, loading a second model, runs once).
     times = {m: (1 if m == "ensemble" else repeats) for m in methods}
     bar = tqdm(total=sum(times.values()) * len(prompts), desc=f"bench {model_name}", unit="run")
     for p in prompts:
@@ -229,7 +229,7 @@ def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[floa
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "summary": summary, "runs": rows}
 
 
-def _bar_pair(result: dict[str, Any], calls_key: str, calls_label: str, calls_fmt: str, log: bool, title: str, path: Path) -> None:
+def _bar_pair(result: dict[str, Any], calls_key: str, calls_label: str, calls_fmt: str, title: str, path: Path) -> None:
     """Two labelled bar charts per method: wall time relative to `generate`, and model calls."""
     import matplotlib
 
@@ -242,9 +242,7 @@ def _bar_pair(result: dict[str, Any], calls_key: str, calls_label: str, calls_fm
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.25 * len(names)), 3.6))
     axes[0].bar(names, ratio, color="#4c72b0")
     axes[0].axhline(1.0, color="k", lw=0.8)
-    if log:
-        axes[0].set_yscale("log")  # the ensemble row is tens of times slower than the rest
-    axes[0].set_ylabel("wall time / model.generate" + (" (log)" if log else ""))
+    axes[0].set_ylabel("wall time / model.generate")
     axes[1].bar(names, calls, color="#dd8452")
     axes[1].set_ylabel(calls_label)
     for ax, values, fmt in ((axes[0], ratio, "{:.2f}x"), (axes[1], calls, calls_fmt)):
@@ -258,14 +256,14 @@ def _bar_pair(result: dict[str, Any], calls_key: str, calls_label: str, calls_fm
 
 def plot(result: dict[str, Any], path: Path) -> None:
     """Equal-byte mode: every method's bytes/s relative to `generate`, and calls per byte."""
-    _bar_pair(result, "model_calls_per_byte", "model calls per byte", "{:.2f}", True,
+    _bar_pair(result, "model_calls_per_byte", "model calls per byte", "{:.2f}",
               f"{result['model']}: {result['n_bytes']} bytes x {len(result['prompts'])} prompts, CPU", path)
 
 
 def plot_tokens(result: dict[str, Any], path: Path) -> None:
     """Equal-token mode: wall time relative to `generate` and model calls, per method."""
     k, n = result["new_tokens_per_prompt"], len(result["prompts"])
-    _bar_pair(result, "model_calls", "model calls (all prompts)", "{:d}", False,
+    _bar_pair(result, "model_calls", "model calls (all prompts)", "{:d}",
               f"{result['model']}: exactly {k} new tokens x {n} prompts, median of {result['repeats']}, CPU", path)
 
 
