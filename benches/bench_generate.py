@@ -33,6 +33,7 @@ import platform
 import resource
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _model_generate(lm: ByteLM, prompt: str, n_bytes: int, heal: bool) -> dict[str, Any]:
+def _model_generate(lm: ByteLM, prompt: str, n_bytes: int, heal: bool, fast_linears: bool = False) -> dict[str, Any]:
     from transformers import StoppingCriteriaList
 
     data = prompt.encode()
@@ -78,9 +79,11 @@ def _model_generate(lm: ByteLM, prompt: str, n_bytes: int, heal: bool) -> dict[s
     kept, removed = heal_prompt(lm.core, data) if heal else (list(lm.core.encode(data)), b"")
     n_input = len(start) + len(kept)
     stop = StoppingCriteriaList([_StopAfterBytes(lm.core, n_input, n_bytes, skip=len(removed))])
+    fl = lm.token_lm.fast_linears if fast_linears else None  # type: ignore[attr-defined]
     t0 = time.perf_counter()
-    new = generate_ids(lm.model, lm.tokenizer, lm.core, kept, removed, start_ids=start,
-                       max_new_tokens=n_bytes, stopping_criteria=stop)
+    with fl.active() if fl is not None else nullcontext():
+        new = generate_ids(lm.model, lm.tokenizer, lm.core, kept, removed, start_ids=start,
+                           max_new_tokens=n_bytes, stopping_criteria=stop)
     wall = time.perf_counter() - t0
     text = b"".join(lm.core.token_bytes(t) or b"" for t in new)[len(removed):]
     # One forward per new token; the first one feeds the whole prompt.
@@ -88,8 +91,9 @@ def _model_generate(lm: ByteLM, prompt: str, n_bytes: int, heal: bool) -> dict[s
             "engine_s": 0.0, "text": text.decode("utf-8", "replace")}
 
 
-def _byte_generate(lm: ByteLM, prompt: str, n_bytes: int, tolerance: float, bytewise: bool = True) -> dict[str, Any]:
+def _byte_generate(lm: ByteLM, prompt: str, n_bytes: int, tolerance: float, bytewise: bool = True, speculate: int = 4) -> dict[str, Any]:
     lm.tolerance = tolerance
+    lm.speculate = speculate
     tl = lm.token_lm
     tl.reset_cache()  # type: ignore[attr-defined]
     calls0, fed0 = tl.n_calls, tl.n_tokens_fed  # type: ignore[attr-defined]
@@ -186,9 +190,12 @@ def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[floa
         ensemble_with: str | None = None, repeats: int = 3) -> dict[str, Any]:
     lm = ByteLM.from_pretrained(model_name)
     methods: dict[str, Any] = {"generate": lambda p: _model_generate(lm, p, n_bytes, heal=False),
+                               "generate-fastlin": lambda p: _model_generate(lm, p, n_bytes, heal=False, fast_linears=True),
                                "healed": lambda p: _model_generate(lm, p, n_bytes, heal=True),
                                "handoff": lambda p: _byte_generate(lm, p, n_bytes, 0.0, bytewise=False),
-                               "exact": lambda p: _byte_generate(lm, p, n_bytes, 0.0)}
+                               "exact": lambda p: _byte_generate(lm, p, n_bytes, 0.0),
+                               "handoff-nodraft": lambda p: _byte_generate(lm, p, n_bytes, 0.0, bytewise=False, speculate=0),
+                               "exact-nodraft": lambda p: _byte_generate(lm, p, n_bytes, 0.0, speculate=0)}
     for eps in tolerances:
         methods[f"eps={eps:g}"] = (lambda e: (lambda p: _byte_generate(lm, p, n_bytes, e)))(eps)
     if ensemble_with and (not only or "ensemble" in only):
@@ -278,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="runs per prompt and method (median kept; the ensemble runs once)")
     ap.add_argument("--ensemble-with", default="gemma3-270m", help="second model of the ensemble row ('none': no ensemble)")
     ap.add_argument("--out", type=Path, default=OUT_DIR)
+    ap.add_argument("--name", default=None, help="stem of the output files (default: model, bytes and methods)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.tokens:
@@ -293,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     other = None if args.ensemble_with == "none" else args.ensemble_with
     result = run(args.model, args.bytes, PROMPTS[: args.prompts], args.tolerance, args.methods, other, args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.model if not args.methods else f"{args.model}-{args.bytes}B-" + "-".join(args.methods)
+    stem = args.name or (args.model if not args.methods else f"{args.model}-{args.bytes}B-" + "-".join(args.methods))
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     plot(result, args.out / f"{stem}.png")
     print(f"{'method':10} {'bytes/s':>8} {'x gen':>6} {'calls/B':>8} {'tok/B':>6} {'engine ms/B':>12} {'engine %':>9} {'error bound':>12} {'peak MB':>8}")

@@ -220,3 +220,25 @@ def test_smollm2_knows_paris():
     row = lm.logprobs([ids])[0]
     assert tok.decode([int(row.argmax())]) == " Paris"
     np.testing.assert_allclose(row, reference_rows(model, [ids], start=lm.start_ids)[0], atol=1e-4)
+
+
+def test_fast_linears_give_the_same_rows_and_leave_the_model_as_it_was(llama):
+    """`W @ x.T` in place of torch's linear (forced on, whatever the start-up timing chose):
+    the same rows up to float32 rounding, one row or several, and the model untouched after."""
+    from bytecover.fast_linear import FastLinears
+
+    lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50)
+    assert lm.fast_linears is not None and len(lm.fast_linears.modules) == 2 * 7 + 1  # q k v o gate up down per layer + head
+    lm.fast_linears.one_row = lm.fast_linears.few_rows = True
+    trunk = [3, 4, 5, 6, 7, 8]
+    for extra in ([[]], [[9]], [[9], [10], [11, 12]], [[t] for t in range(20)]):  # 1, 1, 3 and 20 rows (torch's path)
+        prefixes = [trunk + e for e in extra]
+        np.testing.assert_allclose(lm.logprobs(prefixes), reference_rows(llama, prefixes), atol=1e-5)
+        trunk.append(13)
+    assert not any("forward" in vars(m) for m in llama.modules())
+    off = FastLinears(llama)
+    off.one_row = off.few_rows = False
+    with off.active():
+        assert not any("forward" in vars(m) for m in llama.modules())
+    half = tiny_llama().to(torch.bfloat16)
+    assert FastLinears(half).modules == [] and not FastLinears(half).enabled

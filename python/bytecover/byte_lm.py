@@ -263,7 +263,7 @@ class ByteLM(ByteModel):
     ``ByteLM.from_pretrained(name)`` a registry name (see `bytecover.models`) or a local HF directory.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, eos_ids: Sequence[int] | None = None, tolerance: float = 0.0, max_prompt_tokens: int | None = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, eos_ids: Sequence[int] | None = None, tolerance: float = 0.0, max_prompt_tokens: int | None = None, speculate: int = 4) -> None:
         self.tokenizer = tokenizer
         if hasattr(model, "logprobs") and hasattr(model, "vocab_size"):
             self.token_lm: TokenLM = model
@@ -277,6 +277,8 @@ class ByteLM(ByteModel):
         self.core = _core.Tokenizer.from_json(_tokenizer_json(tokenizer), n_logits=int(self.token_lm.vocab_size))
         self.eos_ids = list(eos_ids) if eos_ids is not None else _default_eos(tokenizer)
         self.tolerance = tolerance
+        self.speculate = int(speculate)
+        """Draft length for speculative rows in generation (`bytecover.speculation`; 0: off)."""
         self.max_prompt_tokens = max_prompt_tokens or _max_positions(self.model)
         self._special_texts = [s for s in (self.core.token_string(i) for i in self.core.special_ids) if s]
         self._context_len = 0

@@ -74,10 +74,15 @@ class ChoiceState:
         return step != "settled"
 
     def _fetch(self, pending: list[tuple[int, list[int]]]) -> None:
+        from .speculation import logprobs_with_draft
+
         t0 = time.perf_counter()
-        rows = self.lm.token_lm.logprobs([toks for _, toks in pending])
+        tl = self.lm.token_lm
+        calls = getattr(tl, "n_calls", None)
+        rows = logprobs_with_draft(tl, [toks for _, toks in pending], self.lm.speculate)
         self.stats.model_seconds += time.perf_counter() - t0
-        self.stats.model_calls += 1
+        # Rows drafted by an earlier call are memoised: count the forwards actually run.
+        self.stats.model_calls += 1 if calls is None else tl.n_calls - calls
         self.stats.rows += len(pending)
         t0 = time.perf_counter()
         self.engine.provide_rows([n for n, _ in pending], np.ascontiguousarray(rows))

@@ -24,6 +24,7 @@ import numpy as np
 
 from .healing import as_numpy_mask
 from .sampling import SamplingConfig, sample
+from .speculation import logprobs_with_draft
 from .utf8_mask import START, masks_for, run, state_after
 
 if TYPE_CHECKING:
@@ -63,12 +64,14 @@ def decode_tokens(lm: ByteLM, tokens: list[int], cfg: SamplingConfig, rng: np.ra
     eos = set(lm.eos_ids)
     utf8 = masks_for(core, int(lm.token_lm.vocab_size))
     char = state_after(b"".join(core.token_bytes(t) or b"" for t in tokens[-4:]))
+    tl = lm.token_lm
     while True:
         t0 = time.perf_counter()
-        row = np.array(lm.token_lm.logprobs([tokens])[0], dtype=np.float64)
+        calls = getattr(tl, "n_calls", None)
+        row = np.array(logprobs_with_draft(tl, [tokens], lm.speculate)[0], dtype=np.float64)
         if stats is not None:
             stats.model_seconds += time.perf_counter() - t0
-            stats.model_calls += 1
+            stats.model_calls += 1 if calls is None else tl.n_calls - calls
             stats.rows += 1
         row[banned] = -np.inf
         row[~utf8.allowed(char)] = -np.inf
