@@ -91,7 +91,7 @@ def _model_generate(lm: ByteLM, prompt: str, n_bytes: int, heal: bool, fast_line
             "engine_s": 0.0, "text": text.decode("utf-8", "replace")}
 
 
-def _byte_generate(lm: ByteLM, prompt: str, n_bytes: int, tolerance: float, bytewise: bool = True, speculate: int = 4) -> dict[str, Any]:
+def _byte_generate(lm: ByteLM, prompt: str, n_bytes: int, tolerance: float, bytewise: bool = True, speculate: int = 3) -> dict[str, Any]:
     lm.tolerance = tolerance
     lm.speculate = speculate
     tl = lm.token_lm

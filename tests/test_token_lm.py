@@ -229,12 +229,17 @@ def test_fast_linears_give_the_same_rows_and_leave_the_model_as_it_was(llama):
 
     lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50)
     assert lm.fast_linears is not None and len(lm.fast_linears.modules) == 2 * 7 + 1  # q k v o gate up down per layer + head
-    lm.fast_linears.one_row = lm.fast_linears.few_rows = True
+    fl = lm.fast_linears
+    fl.one_row = fl.few_rows = True
+    swapped: list[int] = []
+    project = fl._project
+    fl._project = lambda x, w, b: swapped.append(x.shape[-2]) or project(x, w, b)  # type: ignore[method-assign]
     trunk = [3, 4, 5, 6, 7, 8]
     for extra in ([[]], [[9]], [[9], [10], [11, 12]], [[t] for t in range(20)]):  # 1, 1, 3 and 20 rows (torch's path)
         prefixes = [trunk + e for e in extra]
         np.testing.assert_allclose(lm.logprobs(prefixes), reference_rows(llama, prefixes), atol=1e-5)
         trunk.append(13)
+    assert 1 in swapped and 3 in swapped  # the one-row and the few-row paths both ran
     assert not any("forward" in vars(m) for m in llama.modules())
     off = FastLinears(llama)
     off.one_row = off.few_rows = False

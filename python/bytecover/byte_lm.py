@@ -263,7 +263,7 @@ class ByteLM(ByteModel):
     ``ByteLM.from_pretrained(name)`` a registry name (see `bytecover.models`) or a local HF directory.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, eos_ids: Sequence[int] | None = None, tolerance: float = 0.0, max_prompt_tokens: int | None = None, speculate: int = 4) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, eos_ids: Sequence[int] | None = None, tolerance: float = 0.0, max_prompt_tokens: int | None = None, speculate: int = 3) -> None:
         self.tokenizer = tokenizer
         if hasattr(model, "logprobs") and hasattr(model, "vocab_size"):
             self.token_lm: TokenLM = model
