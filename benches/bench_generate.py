@@ -3,15 +3,18 @@
 For each prompt (prose and code, several ending mid-token) every method produces N bytes greedily:
 
   generate    transformers `model.generate` on the prompt's canonical tokens (the baseline)
+  generate-fastlin  the same, its linear layers computing ``W @ x.T`` as ours do on a CPU
+              (`bytecover.fast_linear`): the like-for-like baseline
   healed      the token-healing baseline (`bytecover.healing`), also through `model.generate`
   handoff     exact prompt healing: the most likely cover of the prompt, then greedy tokens
               (`ByteLM.generate(..., temperature=0, bytewise=False)`, the hand-off path)
   exact       `ByteLM.generate(..., temperature=0)`: the exact byte-level distribution
+  *-nodraft   hand-off / exact without speculative rows (`bytecover.speculation`)
   eps=1e-4/6  the bounded-error mode (reports its bound on any step's total-variation error)
   ensemble    the byte-level mixture of this model and `--ensemble-with` (greedy byte by byte;
               each byte chosen from bounds on both members' distributions, `EnsembleChoice`)
 
-Reported per method: wall time, bytes/s, ratio to `generate`, model calls and tokens fed per byte,
+Reported per method: wall time, bytes/s, ratio to `generate` and to `generate-fastlin`, model calls and tokens fed per byte,
 engine (Rust) time per byte and its share of the wall time, the bounded-error modes' error bound,
 and the process's peak resident memory (methods run interleaved, so the peak is the run's).
 Each prompt runs every method `--repeats` times (median kept), methods interleaved.
@@ -121,12 +124,14 @@ def _ensemble_generate(ens: Ensemble, prompt: str, n_bytes: int) -> dict[str, An
             "text": bytes(text).decode("utf-8", "replace")}
 
 
-def _tokens_generate(lm: ByteLM, prompt: str, k: int, heal: bool) -> dict[str, Any]:
+def _tokens_generate(lm: ByteLM, prompt: str, k: int, heal: bool, fast_linears: bool = False) -> dict[str, Any]:
     data = prompt.encode()
     start = list(lm.token_lm.start_ids)  # type: ignore[attr-defined]
     kept, removed = heal_prompt(lm.core, data) if heal else (list(lm.core.encode(data)), b"")
+    fl = lm.token_lm.fast_linears if fast_linears else None  # type: ignore[attr-defined]
     t0 = time.perf_counter()
-    new = generate_ids(lm.model, lm.tokenizer, lm.core, kept, removed, start_ids=start, max_new_tokens=k, min_new_tokens=k)
+    with fl.active() if fl is not None else nullcontext():
+        new = generate_ids(lm.model, lm.tokenizer, lm.core, kept, removed, start_ids=start, max_new_tokens=k, min_new_tokens=k)
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "new_tokens": len(new), "model_calls": len(new), "tokens_fed": len(start) + len(kept) + len(new) - 1}
 
@@ -162,7 +167,9 @@ def run_tokens(model_name: str, k: int, prompts: list[str], repeats: int) -> dic
     median of `repeats` runs, methods interleaved so that machine noise hits them alike."""
     lm = ByteLM.from_pretrained(model_name)
     methods = {"generate": lambda p: _tokens_generate(lm, p, k, heal=False),
+               "generate-fastlin": lambda p: _tokens_generate(lm, p, k, heal=False, fast_linears=True),
                "healed": lambda p: _tokens_generate(lm, p, k, heal=True),
+               "healed-fastlin": lambda p: _tokens_generate(lm, p, k, heal=True, fast_linears=True),
                "handoff": lambda p: _tokens_handoff(lm, p, k)}
     _tokens_generate(lm, prompts[0], 4, heal=False)  # warm-up
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
@@ -182,6 +189,7 @@ def run_tokens(model_name: str, k: int, prompts: list[str], repeats: int) -> dic
                          "model_calls": sum(x["model_calls"] for x in r), "tokens_fed": sum(x["tokens_fed"] for x in r)}
     for s in summary.values():
         s["time_ratio_vs_generate"] = s["wall_s"] / summary["generate"]["wall_s"]
+        s["time_ratio_vs_generate_fastlin"] = s["wall_s"] / summary["generate-fastlin"]["wall_s"]
     return {"model": model_name, "new_tokens_per_prompt": k, "repeats": repeats, "prompts": prompts,
             "torch_threads": torch.get_num_threads(), "summary": summary, "runs": runs}
 
@@ -230,8 +238,11 @@ def run(model_name: str, n_bytes: int, prompts: list[str], tolerances: list[floa
                          "error_bound_max": max(x.get("error_bound", 0.0) for x in r),
                          "peak_rss_mb": _peak_rss_mb()}
     base = summary["generate"]["bytes_per_s"]
+    same = summary.get("generate-fastlin", {}).get("bytes_per_s")
     for s in summary.values():
         s["time_ratio_vs_generate"] = base / s["bytes_per_s"]
+        if same:  # like for like: model.generate with the same matrix products as ours
+            s["time_ratio_vs_generate_fastlin"] = same / s["bytes_per_s"]
     return {"model": model_name, "n_bytes": n_bytes, "repeats": repeats, "prompts": prompts, "torch_threads": torch.get_num_threads(),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "summary": summary, "runs": rows}
 
@@ -249,6 +260,10 @@ def _bar_pair(result: dict[str, Any], calls_key: str, calls_label: str, calls_fm
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.25 * len(names)), 3.6))
     axes[0].bar(names, ratio, color="#4c72b0")
     axes[0].axhline(1.0, color="k", lw=0.8)
+    if "generate-fastlin" in result["summary"]:
+        same = result["summary"]["generate-fastlin"]["time_ratio_vs_generate"]
+        axes[0].axhline(same, color="k", lw=0.8, ls="--", label="model.generate, same matrix products")
+        axes[0].legend(fontsize=7, loc="upper left")
     axes[0].set_ylabel("wall time / model.generate")
     axes[1].bar(names, calls, color="#dd8452")
     axes[1].set_ylabel(calls_label)
@@ -293,9 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         path = args.out / f"{args.model}-tokens{args.tokens}.json"
         path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
         plot_tokens(result, path.with_suffix(".png"))
-        print(f"{'method':10} {'wall s':>8} {'x gen':>6} {'tokens':>7} {'calls':>6} {'fed':>5}")
+        print(f"{'method':16} {'wall s':>8} {'x gen':>6} {'x gen-fl':>8} {'tokens':>7} {'calls':>6} {'fed':>5}")
         for name, s in result["summary"].items():
-            print(f"{name:10} {s['wall_s']:8.2f} {s['time_ratio_vs_generate']:6.2f} {s['new_tokens']:7d} {s['model_calls']:6d} {s['tokens_fed']:5d}")
+            print(f"{name:16} {s['wall_s']:8.2f} {s['time_ratio_vs_generate']:6.2f} {s['time_ratio_vs_generate_fastlin']:8.2f} {s['new_tokens']:7d} {s['model_calls']:6d} {s['tokens_fed']:5d}")
         print(f"wrote {path}")
         return 0
     other = None if args.ensemble_with == "none" else args.ensemble_with
@@ -304,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.name or (args.model if not args.methods else f"{args.model}-{args.bytes}B-" + "-".join(args.methods))
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     plot(result, args.out / f"{stem}.png")
-    print(f"{'method':10} {'bytes/s':>8} {'x gen':>6} {'calls/B':>8} {'tok/B':>6} {'engine ms/B':>12} {'engine %':>9} {'error bound':>12} {'peak MB':>8}")
+    print(f"{'method':16} {'bytes/s':>8} {'x gen':>6} {'x gen-fl':>8} {'calls/B':>8} {'tok/B':>6} {'engine ms/B':>12} {'engine %':>9} {'error bound':>12} {'peak MB':>8}")
     for name, s in result["summary"].items():
-        print(f"{name:10} {s['bytes_per_s']:8.2f} {s['time_ratio_vs_generate']:6.2f} {s['model_calls_per_byte']:8.3f} "
+        print(f"{name:16} {s['bytes_per_s']:8.2f} {s['time_ratio_vs_generate']:6.2f} {s.get('time_ratio_vs_generate_fastlin', float('nan')):8.2f} {s['model_calls_per_byte']:8.3f} "
               f"{s['tokens_fed_per_byte']:6.2f} {s['engine_ms_per_byte']:12.1f} {100 * s['engine_share']:8.1f}% "
               f"{s['error_bound_max']:12.2e} {s['peak_rss_mb']:8.0f}")
     print(f"wrote {args.out / (stem + '.json')} and .png")

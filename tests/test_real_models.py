@@ -79,3 +79,21 @@ def test_smollm2_lazy_greedy_equals_full_distribution_greedy(smol: ByteLM) -> No
         state.advance(b)
     assert lazy == full, (lazy, full)
     assert calls <= 0.6 * len(lazy), (calls, len(lazy))
+
+
+def test_smollm2_speculative_rows_change_calls_not_text(smol: ByteLM) -> None:
+    # Drafts only fetch rows ahead; the bytes chosen (lazy byte by byte, and the hand-off) must
+    # not change, and on repetitive code the drafts must save calls.
+    prompt = b"a = np.array([1, 2, 3])\nb = np.array([4, 5, 6])\nc = np.arr"
+    out: dict[tuple[int, bool], tuple[bytes, int]] = {}
+    for speculate in (0, 3):
+        for bytewise in (True, False):
+            smol.speculate = speculate
+            smol.token_lm.reset_cache()  # type: ignore[attr-defined]
+            calls0 = smol.token_lm.n_calls  # type: ignore[attr-defined]
+            text = smol.generate(prompt, max_new_bytes=24, temperature=0, bytewise=bytewise)
+            out[speculate, bytewise] = (text, smol.token_lm.n_calls - calls0)  # type: ignore[attr-defined]
+    smol.speculate = 3
+    for bytewise in (True, False):
+        assert out[0, bytewise][0] == out[3, bytewise][0]
+    assert out[3, True][1] + out[3, False][1] < out[0, True][1] + out[0, False][1], out

@@ -261,6 +261,10 @@ class ByteLM(ByteModel):
     ``ByteLM(model, tokenizer)`` wraps a transformers causal LM and its tokenizer;
     ``ByteLM(token_lm, tokenizer)`` any object with the `TokenLM` protocol;
     ``ByteLM.from_pretrained(name)`` a registry name (see `bytecover.models`) or a local HF directory.
+
+    ``tolerance`` > 0 selects the bounded-error mode; ``speculate`` is the length of the
+    prompt-lookup drafts whose rows generation fetches ahead in calls it makes anyway
+    (`bytecover.speculation`; 0 turns them off; exactness does not depend on it).
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, eos_ids: Sequence[int] | None = None, tolerance: float = 0.0, max_prompt_tokens: int | None = None, speculate: int = 3) -> None:

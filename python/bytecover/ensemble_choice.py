@@ -71,7 +71,8 @@ def decide(lo: np.ndarray, hi: np.ndarray, u: float | None, temperature: float) 
 
 class EnsembleChoice:
     """Byte prefix of a mixture or product of `ByteLM`s from which the next byte is chosen
-    (`choose`), then taken (`advance`); one lazy `ChoiceState` per member with positive weight."""
+    (`choose`), then taken (`advance`); one lazy `ChoiceState` per member with positive weight.
+    Always exact: the members' bounded-error tolerances are not used here."""
 
     def __init__(self, lms: Sequence[ByteLM], weights: np.ndarray, mode: Literal["mixture", "product"], prefix: bytes) -> None:
         used = [i for i, w in enumerate(weights) if w > 0]

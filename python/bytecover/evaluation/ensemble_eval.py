@@ -392,7 +392,7 @@ def main_ensemble(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--humaneval", type=int, default=0, metavar="N",
                     help="also pass@1 on the first N HumanEval problems, left to right (writes DIR/humaneval/)")
-    ap.add_argument("--he-tolerance", type=float, default=1e-3, help="bounded-error tolerance for --humaneval")
+    ap.add_argument("--he-tolerance", type=float, default=0.0, help="bounded-error tolerance of the single members for --humaneval (0: exact)")
     ap.add_argument("--he-max-bytes", type=int, default=160, help="generation budget per task for --humaneval")
     ap.add_argument("--skip-bpb", action="store_true", help="only the HumanEval part")
     args = ap.parse_args(argv)

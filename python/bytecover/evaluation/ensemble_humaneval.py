@@ -2,9 +2,9 @@
 
 Every system decodes greedily byte by byte from the same prompt (the prompt ends at a random
 character of the canonical solution, as in `bytecover eval fim --mode l2r`), so the only
-difference is the next-byte distribution: one model's, or the members' combination. Members run
-in bounded-error mode (`tolerance`, reported) to keep the byte-by-byte cost of the large
-vocabularies affordable on a CPU; the same setting applies to every system.
+difference is the next-byte distribution: one model's, or the members' combination. Every system
+chooses each byte exactly by default (lazy engines: `ChoiceState`, `EnsembleChoice`); a positive
+`tolerance` puts the single members in bounded-error mode (the lazy ensemble stays exact).
 """
 
 from __future__ import annotations
