@@ -38,6 +38,7 @@ pub use covers::CoverChoice;
 pub use lazy::{Bounds, Pick, Refinement};
 
 use crate::canonical::Canonicalizer;
+use crate::fast_exp::exp_in_place;
 use crate::error::{Error, Result};
 use crate::primitives::{log_add, TokenId};
 use crate::trie::{LogRow, TokenTrie};
@@ -302,14 +303,16 @@ impl CoverEngine {
         self.nodes[node].shift = shift;
         let trie = self.trie.clone(); // an Arc: `order` must outlive the `&mut self` of valid_mask
         let order = trie.order();
-        let (probs, valid): (Vec<f64>, _) = if self.cfg.lazy {
+        // Relative probabilities in trie order: gather the shifted logs, then one vectorised exp.
+        let (mut probs, valid): (Vec<f64>, _) = if self.cfg.lazy {
             // Validity is decided later, token by token, only where the choice needs it.
-            (order.iter().map(|&id| (row.get(id as usize) - shift).exp()).collect(), None)
+            (order.iter().map(|&id| row.get(id as usize) - shift).collect(), None)
         } else {
             let range = self.groups.iter().find(|g| g.0 == node).map(|g| g.1.clone()).unwrap_or(0..self.trie.len());
             let valid = self.valid_mask(node, row, range);
-            (order.iter().zip(valid.iter()).map(|(&id, &ok)| if ok { (row.get(id as usize) - shift).exp() } else { 0.0 }).collect(), Some(valid))
+            (order.iter().zip(valid.iter()).map(|(&id, &ok)| if ok { row.get(id as usize) - shift } else { f64::NEG_INFINITY }).collect(), Some(valid))
         };
+        exp_in_place(&mut probs);
         let nd = &self.nodes[node];
         // EOS belongs to the canonical encoding of the whole text. With a dummy prefix the empty
         // user text encodes to no tokens at all, so there it is the root's EOS.

@@ -13,6 +13,7 @@ pub mod byte_level;
 pub mod canonical;
 pub mod engine;
 pub mod error;
+pub mod fast_exp;
 pub mod healing;
 pub mod pretokenize;
 pub mod primitives;
