@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 import copy
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,13 +227,7 @@ class ByteModel:
         """One byte at a time from the exact next-byte distribution, until EOS."""
         state = self.state(prompt)
         self.last_state = state
-        while True:
-            b = sample(state.distribution()[0], cfg, rng)
-            if b == EOS:
-                return
-            yield bytes((b,))
-            # Only reached when the consumer wants another byte: no model call is wasted.
-            state.advance(b)
+        yield from chosen_bytes(state, lambda: sample(state.distribution()[0], cfg, rng))
 
     def _handoff_chunks(self, prompt: Text, cfg: SamplingConfig, rng: np.random.Generator) -> Generator[bytes, None, None]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -314,12 +308,7 @@ class ByteLM(ByteModel):
         self._check_prompt(data)
         state = ChoiceState(self, data, tolerance=self.tolerance)
         self.last_state = state
-        while True:
-            b = state.choose(cfg, rng)
-            if b == EOS:
-                return
-            yield bytes((b,))
-            state.advance(b)
+        yield from chosen_bytes(state, lambda: state.choose(cfg, rng))
 
     def _handoff_chunks(self, prompt: Text, cfg: SamplingConfig, rng: np.random.Generator) -> Generator[bytes, None, None]:
         from .handoff import handoff_chunks
@@ -377,6 +366,18 @@ def sequence_logprob(lm: Any, seqs: list[list[int]]) -> np.ndarray:
             out[j] += float(rows[i][t])
             i += 1
     return out
+
+
+def chosen_bytes(state: Any, choose: Callable[[], int]) -> Generator[bytes, None, None]:
+    """One byte at a time as `choose()` picks it from `state`, until EOS. `state.advance` runs
+    only when the consumer asks for another byte, so no model call is spent on a byte nobody
+    reads."""
+    while True:
+        b = choose()
+        if b == EOS:
+            return
+        yield bytes((b,))
+        state.advance(b)
 
 
 def _emit(chunks: Generator[bytes, None, None], max_new_bytes: int, stops: list[bytes], as_str: bool) -> Iterator[Text]:

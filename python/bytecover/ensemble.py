@@ -47,7 +47,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._core import ZeroMassError
-from .byte_lm import ByteModel, Text, _as_bytes
+from .byte_lm import ByteModel, Text, _as_bytes, chosen_bytes
 from .sampling import EOS, SamplingConfig
 
 __all__ = [
@@ -296,12 +296,7 @@ class Ensemble(_Combined):
             m._check_prompt(data)
         state = EnsembleChoice(self.models, self.weights, self.mode, data)
         self.last_state = state
-        while True:
-            b = state.choose(cfg, rng)
-            if b == EOS:
-                return
-            yield bytes((b,))
-            state.advance(b)
+        yield from chosen_bytes(state, lambda: state.choose(cfg, rng))
 
     def _combine(self, rows: list[np.ndarray]) -> np.ndarray:
         if self.mode == "mixture":
