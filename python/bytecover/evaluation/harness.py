@@ -327,6 +327,8 @@ def plot_results(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
     summ = results["summary"]["methods"]
     names = list(summ)
+    # Long system names ("mixture(a+b)") break onto lines so neighbouring labels do not overlap.
+    labels = [n.replace("(", "\n(").replace("+", "+\n") if len(n) > 16 else n for n in names]
     rows = results["rows"]
     fig = Figure(figsize=(4 + 2.2 * len(names), 4.2), dpi=120)
     FigureCanvasAgg(fig)
@@ -339,7 +341,7 @@ def plot_results(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     for xi, m, v in zip(x, names, vals):
         ax1.text(xi, min(1.0, summ[m]["ci_high"]) + 0.02, f"{v:.3f}\n({summ[m]['passed']}/{summ[m]['n']})",
                  ha="center", va="bottom", fontsize=8)
-    ax1.set_xticks(x, names, rotation=20 if len(names) > 3 else 0)
+    ax1.set_xticks(x, labels, rotation=20 if len(names) > 3 else 0)
     ax1.set_ylim(0, 1.15)
     ax1.set_ylabel("pass@1 (95% Wilson CI)")
     ax1.set_title("pass@1")
@@ -359,7 +361,7 @@ def plot_results(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
             ax2.set_yscale("log")
         else:
             ax2.set_ylim(bottom=0, top=max(hi * 1.1, 1e-3))
-    ax2.set_xticks(x, names, rotation=20 if len(names) > 3 else 0)
+    ax2.set_xticks(x, labels, rotation=20 if len(names) > 3 else 0)
     ax2.set_ylabel("wall time per task (s)")
     ax2.set_title("generation time")
     cfg = results.get("config", {})
