@@ -4,9 +4,9 @@ A forward that feeds a few tokens multiplies every weight matrix by a handful of
 ``linear`` computes ``x @ W.T``, and on the 2-core machine MKL does that slowly for these shapes:
 SmolLM2's 49152 x 576 output head took 10.0 ms for one row, 21.8 ms for two and 31.7 ms for three,
 while ``torch.mm(W, x.T)`` took 2.8 ms for two rows and 4.1 ms for three or four. Over the whole
-SmolLM2-135M forward (tree-mask call on a cached prompt, median of 8): one row 57 -> 41 ms (fed
-twice: MKL's matrix-vector path is the slow one here), two rows 73 -> 32 ms, four 73 -> 41 ms,
-eight 71 -> 61 ms.
+SmolLM2-135M forward (tree-mask call on a cached prompt, median of 6): one row 57 -> 36 ms (fed
+twice: MKL's matrix-vector path is the slow one here), two rows 94 -> 34 ms, four 88 -> 45 ms,
+eight 92 -> 70 ms.
 
 Because that depends on the CPU and the BLAS build, `FastLinears` measures it once, with whole
 forwards of the model itself (1 and 4 tokens), and uses ``W @ x.T`` only for the cases (one row;
@@ -29,6 +29,11 @@ MAX_ROWS = 8
 
 
 class FastLinears:
+    """The float32 CPU ``nn.Linear`` modules of one model, and whether ``W @ x.T`` pays for one
+    row (`one_row`) and for two to `MAX_ROWS` rows (`few_rows`). While `active()`, another
+    thread running the same model object also gets the swapped layers (same numbers up to
+    rounding)."""
+
     def __init__(self, model: Any) -> None:
         import torch
 
