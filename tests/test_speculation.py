@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bytecover.speculation import draft, logprobs_with_draft  # noqa: E402
-from bytecover.token_lm import ContextTokenLM, HFTokenLM  # noqa: E402
+from bytecover.token_lm import ContextTokenLM, HFTokenLM, TokenLMBase  # noqa: E402
 from test_token_lm import BOS, reference_rows, tiny_llama  # noqa: E402
 
 
@@ -38,6 +38,11 @@ def test_drafted_rows_are_exact_and_save_the_next_call() -> None:
     # Already memoised: no call at all, drafts or not.
     logprobs_with_draft(lm, [ctx + [5]], 3)
     assert lm.n_calls == 1
+    # Without a memo (memo_size=0) drafts would be thrown away: none are fetched.
+    bare = HFTokenLM(model, bos_ids=[BOS], vocab_size=50, memo_size=0)
+    assert not bare.keeps_rows
+    logprobs_with_draft(bare, [ctx], 3)
+    assert bare.n_tokens_fed == len(ctx) + 1  # start token + the prefix, nothing drafted
     # Through a fixed context the memo keys include the context.
     wrapped = ContextTokenLM(lm, [9, 9])
     assert not wrapped.has_row([5]) and not wrapped.has_row([])
@@ -59,3 +64,11 @@ def test_token_lms_without_a_memo_get_plain_calls() -> None:
     lm = Counting()
     logprobs_with_draft(lm, [[1, 2, 1, 2]], 3)
     assert lm.asked == [[[1, 2, 1, 2]]]
+
+    class Based(Counting, TokenLMBase):  # the shared base: keeps no rows, so no drafts
+        pass
+
+    based = Based()
+    assert not based.keeps_rows and not based.has_row([1, 2])
+    logprobs_with_draft(based, [[1, 2, 1, 2]], 3)
+    assert based.asked == [[[1, 2, 1, 2]]]

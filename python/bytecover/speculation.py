@@ -50,10 +50,10 @@ def draft(tokens: Sequence[int], length: int) -> list[int]:
 
 
 def logprobs_with_draft(token_lm: Any, prefixes: list[Sequence[int]], length: int) -> np.ndarray:
-    """``token_lm.logprobs(prefixes)``; when that needs a model call and the token LM memoises
-    rows (``has_row``), the same call also computes the rows along a prompt-lookup draft after
-    the first prefix, kept for later requests."""
-    if length > 0 and prefixes and callable(getattr(token_lm, "has_row", None)) and not token_lm.has_row(prefixes[0]):
+    """``token_lm.logprobs(prefixes)``; when that needs a model call and the token LM keeps rows
+    (``keeps_rows``, ``has_row``), the same call also computes the rows along a prompt-lookup
+    draft after the first prefix, kept for later requests."""
+    if length > 0 and prefixes and getattr(token_lm, "keeps_rows", False) and not token_lm.has_row(prefixes[0]):
         first = list(prefixes[0])
         ahead = draft(first, length)
         extra = [first + ahead[: i + 1] for i in range(len(ahead))]

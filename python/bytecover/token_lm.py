@@ -33,10 +33,6 @@ class TokenLM(Protocol):
         """(len(prefixes), vocab_size) natural-log next-token rows after start tokens + prefix."""
         ...
 
-    def has_row(self, prefix: Sequence[int]) -> bool:
-        """Whether the row after `prefix` is memoised (asking for it makes no model call)."""
-        return tuple(int(t) for t in prefix) in self._memo
-
     def sequence_logprob(self, seqs: list[Sequence[int]]) -> np.ndarray:
         """float64 sum_j log p(t_j | start + t_<j) for each sequence."""
         ...
@@ -54,9 +50,13 @@ class TokenLMBase:
     def logprobs(self, prefixes: list[Sequence[int]]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    keeps_rows = False
+    """Whether rows computed for one request are kept for later ones (`has_row`); speculative
+    rows (`bytecover.speculation`) are only worth fetching for token LMs that keep them."""
+
     def has_row(self, prefix: Sequence[int]) -> bool:
-        """Whether the row after `prefix` is memoised (asking for it makes no model call)."""
-        return tuple(int(t) for t in prefix) in self._memo
+        """Whether asking for the row after `prefix` would cost no model call."""
+        return False
 
     def sequence_logprob(self, seqs: list[Sequence[int]]) -> np.ndarray:
         """Sum of per-step rows, asking `logprobs` for every prefix of every sequence at once."""
@@ -87,9 +87,12 @@ class ContextTokenLM(TokenLMBase):
     def logprobs(self, prefixes: list[Sequence[int]]) -> np.ndarray:
         return self.base.logprobs([self.context + tuple(p) for p in prefixes])
 
+    @property
+    def keeps_rows(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.base, "keeps_rows", False))
+
     def has_row(self, prefix: Sequence[int]) -> bool:
-        has = getattr(self.base, "has_row", None)
-        return bool(has(self.context + tuple(prefix))) if callable(has) else False
+        return self.keeps_rows and bool(self.base.has_row(self.context + tuple(prefix)))
 
     def __getattr__(self, name: str) -> Any:
         # Counters and settings of the wrapped model (n_calls, n_tokens_fed, start_ids, ...).
@@ -270,6 +273,10 @@ class HFTokenLM(TokenLMBase):
         for k, row in fresh.items():
             self._remember(k, row)
         return out
+
+    @property
+    def keeps_rows(self) -> bool:  # type: ignore[override]
+        return self._memo_size > 0
 
     def has_row(self, prefix: Sequence[int]) -> bool:
         """Whether the row after `prefix` is memoised (asking for it makes no model call)."""
