@@ -227,24 +227,29 @@ impl CoverEngine {
                 }
                 return Ok(Some(b));
             }
-            let focus = bounds.focus(pick);
-            let unknown: f64 = (0..257).filter(|&c| focus[c]).map(|c| bounds.unknown[c]).sum();
-            // Checking tokens costs microseconds, a row a model call: check while the undecided
-            // tokens that matter weigh at least a tenth of the deferred prefixes.
-            if unknown > 0.0 && unknown >= 0.1 * bounds.deferred {
-                self.check_heaviest(reference, batch, &focus);
-                batch = batch.saturating_mul(4);
-                continue;
-            }
-            // (Prefixes ignored under a tolerance are candidates too: unsettled means their
-            // mass could still tip the choice.)
-            self.pending = self.heaviest_deferred(reference);
-            if self.pending.is_empty() {
+            // (Prefixes ignored under a tolerance are candidates for rows too: unsettled means
+            // their mass could still tip the choice.)
+            match self.refine_step(reference, &bounds, &bounds.focus(pick), batch) {
+                Refinement::Checked => batch = batch.saturating_mul(4),
+                Refinement::NeedRows => return Ok(None),
                 // Nothing left to refine yet undecided: a bug, not a state to wait in.
-                return Err(Error::Protocol("decide: bounds unsettled with nothing left to check or fetch".into()));
+                Refinement::Settled => return Err(Error::Protocol("decide: bounds unsettled with nothing left to check or fetch".into())),
             }
-            return Ok(None);
         }
+    }
+
+    /// The refinement `decide` and `refine` share. Checking tokens costs microseconds, a row a
+    /// model call: check the `batch` heaviest undecided tokens of the `focus` slots while those
+    /// weigh at least a tenth of the deferred prefixes; otherwise ask for the heaviest deferred
+    /// rows (`pending`). `Settled` when there is neither.
+    fn refine_step(&mut self, reference: f64, bounds: &Bounds, focus: &[bool; 257], batch: usize) -> Refinement {
+        let unknown: f64 = (0..257).filter(|&c| focus[c]).map(|c| bounds.unknown[c]).sum();
+        if unknown > 0.0 && unknown >= 0.1 * bounds.deferred {
+            self.check_heaviest(reference, batch, focus);
+            return Refinement::Checked;
+        }
+        self.pending = self.heaviest_deferred(reference);
+        if self.pending.is_empty() { Refinement::Settled } else { Refinement::NeedRows }
     }
 
     /// The current bounds on the 257 numerators, for a caller that chooses from a combination
@@ -262,18 +267,12 @@ impl CoverEngine {
         self.check_lazy("refine")?;
         self.pending.clear();
         let (reference, bounds) = self.bounds()?;
-        let unknown: f64 = bounds.unknown.iter().sum();
-        if unknown > 0.0 && unknown >= 0.1 * bounds.deferred {
-            self.check_heaviest(reference, self.check_batch, &[true; 257]);
-            self.check_batch = self.check_batch.saturating_mul(4);
-            return Ok(Refinement::Checked);
-        }
-        if bounds.deferred <= 0.0 {
-            return Ok(Refinement::Settled);
-        }
-        self.pending = self.heaviest_deferred(reference);
-        self.check_batch = FIRST_CHECK_BATCH; // the new rows bring new undecided tokens
-        Ok(Refinement::NeedRows)
+        let step = self.refine_step(reference, &bounds, &[true; 257], self.check_batch);
+        self.check_batch = match step {
+            Refinement::Checked => self.check_batch.saturating_mul(4),
+            _ => FIRST_CHECK_BATCH, // rows to come bring new undecided tokens
+        };
+        Ok(step)
     }
 
     fn check_lazy(&self, what: &str) -> Result<()> {
