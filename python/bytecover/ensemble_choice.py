@@ -84,6 +84,9 @@ class EnsembleChoice:
                 self.members.append(ChoiceState(lms[i], prefix))
             except ZeroMassError:
                 self.members.append(None)
+        # Each member's probability bounds, recomputed only for the member a refinement touched
+        # (None: stale); every member's after `advance`.
+        self._bounds: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.members)
         self._text = bytearray(prefix)
 
     def choose(self, cfg: SamplingConfig, rng: np.random.Generator) -> int:
@@ -101,25 +104,25 @@ class EnsembleChoice:
             # Slots that can still be picked: all when sampling, else those that can beat the leader.
             focus = np.ones(_SLOTS, dtype=bool) if u is not None else hi >= lo[int(np.argmax(lo))]
             widths = [-1.0 if m is None else w * float((mh - ml)[focus].sum()) for m, w, (ml, mh) in zip(self.members, self.weights, per_member)]
-            member = self.members[int(np.argmax(widths))]
+            i = int(np.argmax(widths))
+            member = self.members[i]
             if member is None or not member.refine():
                 raise RuntimeError("ensemble choice: bounds unsettled with every member settled (a bug)")
+            self._bounds[i] = None
 
     def _member_bounds(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each member's probability bounds; a member left with no mass at all is dropped."""
-        out = []
         for i, m in enumerate(self.members):
+            if self._bounds[i] is not None:
+                continue
             if m is not None:
                 known, unknown, deferred = m.bounds()
                 if known.sum() == 0 and unknown.sum() == 0 and deferred == 0:
                     self.members[i] = m = None  # it gives this prefix probability 0
-            if m is None:
-                out.append((np.zeros(_SLOTS), np.zeros(_SLOTS)))
-            else:
-                out.append(member_bounds(known, unknown, deferred))
+            self._bounds[i] = (np.zeros(_SLOTS), np.zeros(_SLOTS)) if m is None else member_bounds(known, unknown, deferred)
         if all(m is None for m in self.members):
             raise ZeroMassError(f"every member of the ensemble gives the prefix {bytes(self._text)!r} probability 0")
-        return out
+        return [b for b in self._bounds if b is not None]
 
     def _combined(self, per_member: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         live = [i for i, m in enumerate(self.members) if m is not None]
@@ -144,6 +147,7 @@ class EnsembleChoice:
                 m.advance(byte)
             except ZeroMassError:
                 self.members[i] = None
+        self._bounds = [None] * len(self.members)
         self._text.append(byte)
 
     @property
