@@ -1,12 +1,10 @@
 """Linear layers as ``W @ x.T`` during our forwards on a CPU, where that is measurably faster.
 
 A forward that feeds a few tokens multiplies every weight matrix by a handful of rows. torch's
-``linear`` computes ``x @ W.T``, and on the 2-core machine MKL does that slowly for these shapes:
-SmolLM2's 49152 x 576 output head took 10.0 ms for one row, 21.8 ms for two and 31.7 ms for three,
-while ``torch.mm(W, x.T)`` took 2.8 ms for two rows and 4.1 ms for three or four. Over the whole
-SmolLM2-135M forward (tree-mask call on a cached prompt, median of 6): one row 57 -> 36 ms (fed
-twice: MKL's matrix-vector path is the slow one here), two rows 94 -> 34 ms, four 88 -> 45 ms,
-eight 92 -> 70 ms.
+``linear`` computes ``x @ W.T``, and on the 2-core machine MKL does that slowly for these shapes
+while ``torch.mm(W, x.T)`` is fast (one row is fed twice: MKL's matrix-vector path is the slow
+one here). Whole SmolLM2-135M forwards on a cached prompt, 1 / 2 / 4 / 8 tokens: 55 / 87 / 80 /
+76 ms with torch's path, 30 / 30 / 39 / 61 ms with this one (benches/bench_forward.py).
 
 Because that depends on the CPU and the BLAS build, `FastLinears` measures it once, with whole
 forwards of the model itself (1 and 4 tokens), and uses ``W @ x.T`` only for the cases (one row;
