@@ -21,9 +21,9 @@ const PROMPT: &[u8] = b"The capital of France is Paris. import numpy as np\nx = 
 const CONTINUATION: &[u8] = b"ay([1, 2, 3])\nprint(x.sum())";
 
 fn cache() -> PathBuf {
-    std::env::var_os("BYTECOVER_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/bytecover")
-    })
+    std::env::var_os("BYTECOVER_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/bytecover"))
 }
 
 struct Loaded {

@@ -6,7 +6,7 @@
 //! directly. The text between matches is encoded as usual. So `"a\n\nb"` under Gemma-3 is
 //! `[a, "\n\n", b]`, whatever the BPE merges would say.
 
-use crate::primitives::TokenId;
+use crate::primitives::{TokenId, N_BYTES};
 use std::ops::Range;
 
 /// One stretch of input: either plain text for the normal pipeline or one added token.
@@ -26,7 +26,7 @@ pub struct AddedText {
 
 impl AddedText {
     pub fn new(entries: impl IntoIterator<Item = (Vec<u8>, TokenId)>) -> Self {
-        let mut by_first: Vec<Vec<(Vec<u8>, TokenId)>> = vec![Vec::new(); 256];
+        let mut by_first: Vec<Vec<(Vec<u8>, TokenId)>> = vec![Vec::new(); N_BYTES];
         let mut max_len = 0;
         for (content, id) in entries {
             if content.is_empty() {

@@ -4,7 +4,7 @@
 
 use crate::byte_level;
 use crate::error::{Error, Result};
-use crate::primitives::TokenId;
+use crate::primitives::{TokenId, N_BYTES};
 use crate::vocab::{VocabKind, SPM_SPACE};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
@@ -19,9 +19,9 @@ pub struct Bpe {
     /// (left, right) -> (rank, merged id).
     merges: FxHashMap<(TokenId, TokenId), (u32, TokenId)>,
     /// Byte-level unit for each byte.
-    byte_units: [Option<TokenId>; 256],
+    byte_units: [Option<TokenId>; N_BYTES],
     /// `<0xNN>` pieces, when the model falls back to bytes.
-    fallback: Option<[Option<TokenId>; 256]>,
+    fallback: Option<[Option<TokenId>; N_BYTES]>,
     unk: Option<TokenId>,
     fuse_unk: bool,
     /// Llama-3 style: a piece that is itself a token is emitted whole, without merging.
@@ -58,14 +58,14 @@ impl Bpe {
             };
             merges.entry((ia, ib)).or_insert((rank as u32, im));
         }
-        let mut byte_units = [None; 256];
+        let mut byte_units = [None; N_BYTES];
         if kind == VocabKind::ByteLevel {
-            for b in 0..256usize {
-                byte_units[b] = ids.get(&byte_level::encode_bytes(&[b as u8])).copied();
+            for (b, unit) in byte_units.iter_mut().enumerate() {
+                *unit = ids.get(&byte_level::encode_bytes(&[b as u8])).copied();
             }
         }
         let fallback = if model["byte_fallback"].as_bool() == Some(true) {
-            let mut t = [None; 256];
+            let mut t = [None; N_BYTES];
             for (b, slot) in t.iter_mut().enumerate() {
                 *slot = ids.get(&format!("<0x{b:02X}>")).copied();
             }
@@ -128,7 +128,13 @@ impl Bpe {
         Ok(())
     }
 
-    fn fallback_bytes(&self, bytes: &[u8], out: &mut Vec<TokenId>, push_unk: &mut impl FnMut(&mut Vec<TokenId>, String) -> Result<()>, what: String) -> Result<()> {
+    fn fallback_bytes(
+        &self,
+        bytes: &[u8],
+        out: &mut Vec<TokenId>,
+        push_unk: &mut impl FnMut(&mut Vec<TokenId>, String) -> Result<()>,
+        what: String,
+    ) -> Result<()> {
         match &self.fallback {
             Some(t) if bytes.iter().all(|&b| t[b as usize].is_some()) => {
                 out.extend(bytes.iter().map(|&b| t[b as usize].unwrap()));

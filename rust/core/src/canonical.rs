@@ -99,12 +99,11 @@ impl Canonicalizer {
 
     /// Canonical encoding of user text: the start prefix is added first.
     pub fn encode_text(&self, text: &[u8]) -> Result<Vec<TokenId>> {
-        // HF tokenizers encode the empty text to nothing, dummy prefix included.
-        if text.is_empty() {
-            return Ok(vec![]);
-        }
         let mut internal = self.vocab.start_prefix().to_vec();
         internal.extend_from_slice(text);
+        if self.vocab.is_bare_start_prefix(&internal) {
+            return Ok(vec![]);
+        }
         self.encode(&internal)
     }
 
@@ -118,8 +117,7 @@ impl Canonicalizer {
         // Internal bytes always begin with the start prefix (SentencePiece's dummy `▁`), and the
         // prefix alone is the empty text, whose encoding is empty: anything else is no text's
         // encoding (found by tests/test_tokenizers_real.py: [lp, TL] was called canonical).
-        let prefix = self.vocab.start_prefix();
-        if !ids.is_empty() && (!bytes.starts_with(prefix) || (!prefix.is_empty() && bytes.len() == prefix.len())) {
+        if !ids.is_empty() && (!bytes.starts_with(self.vocab.start_prefix()) || self.vocab.is_bare_start_prefix(&bytes)) {
             return Ok(false);
         }
         Ok(self.complete_from(&bytes, ids))

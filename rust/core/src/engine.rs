@@ -38,9 +38,9 @@ pub use covers::CoverChoice;
 pub use lazy::{Bounds, Pick, Refinement};
 
 use crate::canonical::Canonicalizer;
-use crate::fast_exp::exp_in_place;
 use crate::error::{Error, Result};
-use crate::primitives::{log_add, TokenId};
+use crate::fast_exp::exp_in_place;
+use crate::primitives::{log_add, TokenId, EOS_SLOT, N_SLOTS};
 use crate::trie::{LogRow, TokenTrie};
 use rustc_hash::FxHashMap;
 use std::ops::Range;
@@ -48,6 +48,14 @@ use std::sync::Arc;
 
 /// Index of a node in the engine's arena.
 pub type NodeId = usize;
+
+/// Key of a memoised validity mask: the anchored text, the tokens after the anchor, and the trie
+/// range the mask was computed for.
+type MaskKey = (Vec<u8>, Vec<TokenId>, Range<usize>);
+
+/// Below this many tokens a validity check runs on the calling thread: spawning costs more than
+/// the checks.
+const MIN_PARALLEL_CHECKS: usize = 256;
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -97,9 +105,9 @@ pub struct Requests {
 /// The next-byte answer for the current prefix.
 #[derive(Debug, Clone)]
 pub struct Distribution {
-    /// Normalised log-probabilities: 0..=255 bytes, 256 = EOS.
-    pub logprobs: [f64; 257],
-    /// log Σ of the 257 numerators (mass of valid continuations).
+    /// Normalised log-probabilities: slots 0..=255 bytes, `EOS_SLOT` = end of text.
+    pub logprobs: [f64; N_SLOTS],
+    /// log Σ of the `N_SLOTS` numerators (mass of valid continuations).
     pub log_total: f64,
     /// log P(x...) = log Σ over covers of x.
     pub log_prefix: f64,
@@ -133,7 +141,7 @@ pub struct CoverEngine {
     nodes: Vec<Node>,
     /// Active groups: (node, trie range of tokens starting with text[node.end..]).
     groups: Vec<(NodeId, Range<usize>)>,
-    mask_cache: FxHashMap<(Vec<u8>, Vec<TokenId>, Range<usize>), Arc<Vec<bool>>>,
+    mask_cache: FxHashMap<MaskKey, Arc<Vec<bool>>>,
     skipped: f64,
     /// Lazy mode: nodes whose rows `decide` asked for.
     pending: Vec<NodeId>,
@@ -158,8 +166,37 @@ impl CoverEngine {
     pub fn new(canon: Arc<Canonicalizer>, trie: Arc<TokenTrie>, prompt: &[u8], eos: Vec<TokenId>, cfg: EngineConfig) -> Result<Self> {
         let mut text = canon.vocab().start_prefix().to_vec();
         text.extend_from_slice(prompt);
-        let root = Node { parent: None, token: None, end: 0, logp: Some(0.0), anchor: 0, tail: vec![], probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0, checked: vec![], synced: 0, sums: None };
-        let mut e = Self { canon, trie, eos, cfg, text: vec![], nodes: vec![root], groups: vec![], mask_cache: FxHashMap::default(), skipped: 0.0, pending: vec![], worst_error: 0.0, check_batch: lazy::FIRST_CHECK_BATCH, stats: EngineStats::default() };
+        let root = Node {
+            parent: None,
+            token: None,
+            end: 0,
+            logp: Some(0.0),
+            anchor: 0,
+            tail: vec![],
+            probs: None,
+            shift: 0.0,
+            valid: None,
+            eos_logp: f64::NEG_INFINITY,
+            assumed: 0.0,
+            checked: vec![],
+            synced: 0,
+            sums: None,
+        };
+        let mut e = Self {
+            canon,
+            trie,
+            eos,
+            cfg,
+            text: vec![],
+            nodes: vec![root],
+            groups: vec![],
+            mask_cache: FxHashMap::default(),
+            skipped: 0.0,
+            pending: vec![],
+            worst_error: 0.0,
+            check_batch: lazy::FIRST_CHECK_BATCH,
+            stats: EngineStats::default(),
+        };
         e.build(text)?;
         Ok(e)
     }
@@ -236,7 +273,22 @@ impl CoverEngine {
         }
         let lens: Vec<usize> = tail.iter().map(|&t| self.canon.vocab().token_bytes(t).map_or(0, <[u8]>::len)).collect();
         let (off, k) = self.canon.anchor(window, &lens);
-        let node = Node { parent: Some(parent), token: Some(tok), end, logp, anchor: p.anchor + off, tail: tail[k..].to_vec(), probs: None, shift: 0.0, valid: None, eos_logp: f64::NEG_INFINITY, assumed: 0.0, checked: vec![], synced: end, sums: None };
+        let node = Node {
+            parent: Some(parent),
+            token: Some(tok),
+            end,
+            logp,
+            anchor: p.anchor + off,
+            tail: tail[k..].to_vec(),
+            probs: None,
+            shift: 0.0,
+            valid: None,
+            eos_logp: f64::NEG_INFINITY,
+            assumed: 0.0,
+            checked: vec![],
+            synced: end,
+            sums: None,
+        };
         self.nodes.push(node);
         self.stats.nodes_created += 1;
         Ok(Some(self.nodes.len() - 1))
@@ -314,19 +366,14 @@ impl CoverEngine {
         };
         exp_in_place(&mut probs);
         let nd = &self.nodes[node];
-        // EOS belongs to the canonical encoding of the whole text. With a dummy prefix the empty
-        // user text encodes to no tokens at all, so there it is the root's EOS.
-        let sp = self.canon.vocab().start_prefix().len();
-        let is_eos_node = if self.text.len() == sp && sp > 0 {
+        // EOS belongs to the canonical encoding of the whole text (for the bare start prefix, the
+        // empty sequence: the root).
+        let is_eos_node = if self.at_bare_start_prefix() {
             node == 0
         } else {
             nd.end == self.text.len() && self.canon.complete_from(&self.text[nd.anchor..nd.end], &nd.tail)
         };
-        let eos_logp = if is_eos_node {
-            self.eos.iter().map(|&e| row.get(e as usize)).fold(f64::NEG_INFINITY, log_add)
-        } else {
-            f64::NEG_INFINITY
-        };
+        let eos_logp = if is_eos_node { self.eos.iter().map(|&e| row.get(e as usize)).fold(f64::NEG_INFINITY, log_add) } else { f64::NEG_INFINITY };
         let lazy = self.cfg.lazy;
         let nd = &mut self.nodes[node];
         if lazy {
@@ -363,7 +410,7 @@ impl CoverEngine {
                 .collect()
         };
         let threads = self.cfg.threads.max(1);
-        if ks.len() < 256 || threads == 1 {
+        if ks.len() < MIN_PARALLEL_CHECKS || threads == 1 {
             return check(ks);
         }
         let chunk = ks.len().div_ceil(threads);
@@ -434,8 +481,8 @@ impl CoverEngine {
             return Err(Error::Protocol("a lazy engine does not compute the whole distribution; use decide(), or an engine made with lazy=False".into()));
         }
         let n = self.text.len();
-        let sp = self.canon.vocab().start_prefix().len();
-        let mut num = [f64::NEG_INFINITY; 257];
+        let bare = self.at_bare_start_prefix();
+        let mut num = [f64::NEG_INFINITY; N_SLOTS];
         let mut prefix = f64::NEG_INFINITY;
         for (node, range) in &self.groups {
             let nd = &self.nodes[*node];
@@ -461,30 +508,37 @@ impl CoverEngine {
             if depth == 0 {
                 prefix = log_add(prefix, logp);
             }
-            if depth == 0 || (*node == 0 && n == sp) {
-                num[256] = log_add(num[256], logp + nd.eos_logp);
+            if depth == 0 || (*node == 0 && bare) {
+                num[EOS_SLOT] = log_add(num[EOS_SLOT], logp + nd.eos_logp);
             }
         }
-        // The empty user text under a dummy prefix: the internal text is the prefix alone, which
-        // no token needs to cover (the empty token sequence spells the empty text), so every text
-        // starts with it: P(x...) = p([]) = 1. Without this the mass the model puts on invalid
-        // first tokens would be missing from P(x...) but not from the numerators' complement.
-        if sp > 0 && n == sp {
+        // The bare start prefix is spelled by the empty token sequence, so every text starts with
+        // it: P(x...) = p([]) = 1. Without this the mass the model puts on invalid first tokens
+        // would be missing from P(x...) but not from the numerators' complement.
+        if bare {
             prefix = 0.0;
         }
         let total = num.iter().cloned().fold(f64::NEG_INFINITY, log_add);
         if total == f64::NEG_INFINITY {
             return Err(Error::ZeroMass);
         }
-        let mut logprobs = [f64::NEG_INFINITY; 257];
+        let mut logprobs = [f64::NEG_INFINITY; N_SLOTS];
         for (o, v) in logprobs.iter_mut().zip(num.iter()) {
             *o = v - total;
         }
         // Unchecked (assumed-valid) mass of every group, relative to the answer's total.
-        let assumed: f64 = self.groups.iter().map(|(node, _)| {
-            let nd = &self.nodes[*node];
-            if nd.assumed > 0.0 { (nd.logp.unwrap_or(f64::NEG_INFINITY) + nd.shift + nd.assumed.ln() - total).exp() } else { 0.0 }
-        }).sum();
+        let assumed: f64 = self
+            .groups
+            .iter()
+            .map(|(node, _)| {
+                let nd = &self.nodes[*node];
+                if nd.assumed > 0.0 {
+                    (nd.logp.unwrap_or(f64::NEG_INFINITY) + nd.shift + nd.assumed.ln() - total).exp()
+                } else {
+                    0.0
+                }
+            })
+            .sum();
         let skipped_bound = self.skipped + assumed;
         Ok(Distribution { logprobs, log_total: total, log_prefix: prefix, skipped_bound })
     }
@@ -548,6 +602,13 @@ impl CoverEngine {
         }
         self.groups = groups;
         Ok(())
+    }
+
+    /// Whether the text is the start prefix alone: the empty user text of a tokenizer with a dummy
+    /// prefix (`Vocabulary::is_bare_start_prefix`). Its only cover is the empty token sequence,
+    /// so P(x...) = 1 and end-of-text is the root's, whatever tokens spell the prefix itself.
+    fn at_bare_start_prefix(&self) -> bool {
+        self.canon.vocab().is_bare_start_prefix(&self.text)
     }
 
     /// Nodes currently in groups (for inspection and tests).

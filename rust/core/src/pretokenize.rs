@@ -32,7 +32,10 @@ enum Matcher {
     Fancy(Regex),
     /// `re` is the pattern with `\s+(?!\S)|` removed, so whitespace runs come from `\s+`;
     /// `newline_alt`: an earlier `\s*[\r\n]+` alternative owns runs that contain a newline.
-    WhitespaceLookahead { re: regex::Regex, newline_alt: bool },
+    WhitespaceLookahead {
+        re: regex::Regex,
+        newline_alt: bool,
+    },
 }
 
 const LOOKAHEAD_WS: &str = r"\s+(?!\S)|";
@@ -204,7 +207,11 @@ impl PreTokenizer {
         match std::str::from_utf8(text) {
             Ok(s) if is_nfc_quick(s.chars()) != IsNormalized::Yes => {
                 let n: String = s.nfc().collect();
-                if n.as_bytes() == text { text.into() } else { n.into_bytes().into() }
+                if n.as_bytes() == text {
+                    text.into()
+                } else {
+                    n.into_bytes().into()
+                }
             }
             _ => text.into(),
         }
@@ -220,7 +227,7 @@ impl PreTokenizer {
                 continue;
             }
             let s = std::str::from_utf8(&text[run.clone()]).expect("valid run");
-            let mut pieces = vec![0..s.len()];
+            let mut pieces: Vec<Range<usize>> = std::iter::once(0..s.len()).collect();
             for step in &self.steps {
                 let mut next = Vec::with_capacity(pieces.len() * 2);
                 for p in pieces {

@@ -1,14 +1,16 @@
-//! Names for the primitive types shared by every module.
+//! Names for the primitive types and sizes shared by every module.
 
 /// A token id as the model's logits index it.
 pub type TokenId = u32;
 
-/// Natural-log probability. Probabilities are kept in log space throughout; masses are summed
-/// with a max-shift so that nothing underflows.
-pub type LogProb = f64;
+/// Number of distinct byte values: the byte slots of a distribution, the children of a trie node.
+pub const N_BYTES: usize = 256;
 
-/// Index of a byte position in the engine's internal byte string.
-pub type BytePos = usize;
+/// Slots of a next-byte distribution: the 256 byte values, then end-of-text.
+pub const N_SLOTS: usize = N_BYTES + 1;
+
+/// The end-of-text slot, right after the bytes (`decide` returns it as a `u16`).
+pub const EOS_SLOT: usize = N_BYTES;
 
 /// `log(exp(a) + exp(b))` without overflow; `-inf` is the neutral element.
 #[inline]
@@ -21,14 +23,4 @@ pub fn log_add(a: f64, b: f64) -> f64 {
     }
     let (hi, lo) = if a > b { (a, b) } else { (b, a) };
     hi + (lo - hi).exp().ln_1p()
-}
-
-/// Log of a sum of exponentials.
-pub fn log_sum_exp(values: impl IntoIterator<Item = f64>) -> f64 {
-    let v: Vec<f64> = values.into_iter().collect();
-    let m = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    if m == f64::NEG_INFINITY {
-        return m;
-    }
-    m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
 }

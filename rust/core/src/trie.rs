@@ -3,7 +3,7 @@
 //! a range `lo..hi` of this array, a node's children are consecutive sub-ranges, and the mass of
 //! a subtree is a sum over a range. Binary search finds a node in O(|prefix| log V).
 
-use crate::primitives::TokenId;
+use crate::primitives::{TokenId, N_BYTES};
 use crate::vocab::Vocabulary;
 use std::ops::Range;
 
@@ -14,8 +14,6 @@ pub struct TokenTrie {
     /// Sorted token bytes, flat, with `starts[k]..starts[k+1]` the bytes of `order[k]`.
     flat: Vec<u8>,
     starts: Vec<u32>,
-    /// Position of each token id in `order` (u32::MAX for special tokens).
-    rank_of: Vec<u32>,
     /// Child ranges of the root by first byte, precomputed because every fresh token prefix needs
     /// all of them.
     root_children: Vec<Range<usize>>,
@@ -25,6 +23,9 @@ pub struct TokenTrie {
 pub trait LogRow: Sync {
     fn len(&self) -> usize;
     fn get(&self, i: usize) -> f64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 impl LogRow for [f32] {
     fn len(&self) -> usize {
@@ -49,16 +50,14 @@ impl TokenTrie {
         toks.sort_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(&b.0)));
         let mut flat = Vec::new();
         let mut starts = Vec::with_capacity(toks.len() + 1);
-        let mut rank_of = vec![u32::MAX; vocab.n_ids()];
         let mut order = Vec::with_capacity(toks.len());
-        for (k, (id, b)) in toks.iter().enumerate() {
+        for (id, b) in &toks {
             starts.push(flat.len() as u32);
             flat.extend_from_slice(b);
-            rank_of[*id as usize] = k as u32;
             order.push(*id);
         }
         starts.push(flat.len() as u32);
-        let mut trie = Self { order, flat, starts, rank_of, root_children: Vec::new() };
+        let mut trie = Self { order, flat, starts, root_children: Vec::new() };
         trie.root_children = (0..=255u8).map(|b| trie.range(&[b])).collect();
         trie
     }
@@ -82,11 +81,6 @@ impl TokenTrie {
     pub fn order(&self) -> &[TokenId] {
         &self.order
     }
-    /// Sorted position of a token id, `None` for special tokens.
-    pub fn rank(&self, id: TokenId) -> Option<usize> {
-        self.rank_of.get(id as usize).filter(|&&r| r != u32::MAX).map(|&r| r as usize)
-    }
-
     /// Sorted positions of all tokens whose bytes start with `prefix` (the subtree of that node).
     pub fn range(&self, prefix: &[u8]) -> Range<usize> {
         self.range_within(0..self.order.len(), prefix, 0)
@@ -113,7 +107,10 @@ impl TokenTrie {
     /// the tokens equal to the prefix and the sub-range of each next byte.
     pub fn children(&self, node: Range<usize>, depth: usize) -> Children {
         if depth == 0 && node == (0..self.order.len()) {
-            return Children { exact: 0..0, by_byte: self.root_children.iter().enumerate().filter(|(_, r)| !r.is_empty()).map(|(b, r)| (b as u8, r.clone())).collect() };
+            return Children {
+                exact: 0..0,
+                by_byte: self.root_children.iter().enumerate().filter(|(_, r)| !r.is_empty()).map(|(b, r)| (b as u8, r.clone())).collect(),
+            };
         }
         let mut k = node.start;
         while k < node.end && self.key(k).len() == depth {
@@ -150,11 +147,11 @@ impl TokenTrie {
         log_sum_range(self, row, r)
     }
 
-    /// Log masses of the 256 children of the node `prefix`: entry b is the log probability that
+    /// Log masses of the `N_BYTES` children of the node `prefix`: entry b is the log probability that
     /// the next token starts with `prefix + [b]`.
-    pub fn child_logmasses<R: LogRow + ?Sized>(&self, row: &R, prefix: &[u8]) -> [f64; 256] {
+    pub fn child_logmasses<R: LogRow + ?Sized>(&self, row: &R, prefix: &[u8]) -> [f64; N_BYTES] {
         let node = self.range(prefix);
-        let mut out = [f64::NEG_INFINITY; 256];
+        let mut out = [f64::NEG_INFINITY; N_BYTES];
         for (b, r) in self.children(node, prefix.len()).by_byte {
             out[b as usize] = log_sum_range(self, row, r);
         }

@@ -72,10 +72,7 @@ pub(crate) fn flatten<'a>(v: &'a Value, list_key: &str) -> Vec<&'a Value> {
         return vec![];
     }
     if type_of(v) == Some("Sequence") {
-        v.get(list_key)
-            .and_then(Value::as_array)
-            .map(|items| items.iter().flat_map(|i| flatten(i, list_key)).collect())
-            .unwrap_or_default()
+        v.get(list_key).and_then(Value::as_array).map(|items| items.iter().flat_map(|i| flatten(i, list_key)).collect()).unwrap_or_default()
     } else {
         vec![v]
     }
@@ -84,8 +81,7 @@ pub(crate) fn flatten<'a>(v: &'a Value, list_key: &str) -> Vec<&'a Value> {
 fn detect_kind(root: &Value) -> Result<VocabKind> {
     let decoders = flatten(&root["decoder"], "decoders");
     let pre = flatten(&root["pre_tokenizer"], "pretokenizers");
-    let is_byte_level = decoders.iter().any(|d| type_of(d) == Some("ByteLevel"))
-        || pre.iter().any(|p| type_of(p) == Some("ByteLevel"));
+    let is_byte_level = decoders.iter().any(|d| type_of(d) == Some("ByteLevel")) || pre.iter().any(|p| type_of(p) == Some("ByteLevel"));
     if is_byte_level {
         return Ok(VocabKind::ByteLevel);
     }
@@ -120,7 +116,12 @@ enum Origin {
 /// whitespace stripping (those flags change the text around it, which a byte view cannot keep).
 fn is_text_added_token(a: &Value) -> bool {
     let flag = |k: &str| a[k].as_bool().unwrap_or(false);
-    !flag("special") && !flag("lstrip") && !flag("rstrip") && !flag("single_word") && !flag("normalized") && a["content"].as_str().is_some_and(|c| !c.is_empty())
+    !flag("special")
+        && !flag("lstrip")
+        && !flag("rstrip")
+        && !flag("single_word")
+        && !flag("normalized")
+        && a["content"].as_str().is_some_and(|c| !c.is_empty())
 }
 
 /// The start prefix: SentencePiece's dummy-prefix `▁` (from a Prepend normalizer or a Metaspace
@@ -209,8 +210,8 @@ impl Vocabulary {
                 strings[i] = s;
                 continue;
             }
-            let b = token_string_bytes(kind, &s)
-                .ok_or_else(|| Error::Unsupported(format!("token {s:?} (id {id}) has characters outside the GPT-2 byte table")))?;
+            let b =
+                token_string_bytes(kind, &s).ok_or_else(|| Error::Unsupported(format!("token {s:?} (id {id}) has characters outside the GPT-2 byte table")))?;
             if b.is_empty() {
                 return Err(Error::Malformed(format!("token id {id} has no bytes")));
             }
@@ -255,6 +256,14 @@ impl Vocabulary {
     }
     pub fn start_prefix(&self) -> &[u8] {
         &self.start_prefix
+    }
+    /// Whether internal bytes are the start prefix alone: the empty user text of a tokenizer with
+    /// a dummy prefix (SentencePiece's `▁`). HF encodes the empty text to no tokens, prefix
+    /// included, so the empty token sequence spells these bytes and no non-empty sequence is
+    /// their canonical encoding (even one whose bytes are just the prefix, such as `[▁]`). This is
+    /// the one place the exception is decided; encoding, canonicality and the engine ask here.
+    pub fn is_bare_start_prefix(&self, internal: &[u8]) -> bool {
+        !self.start_prefix.is_empty() && internal == self.start_prefix.as_slice()
     }
     pub fn max_token_len(&self) -> usize {
         self.max_token_len

@@ -37,9 +37,8 @@ impl CoverEngine {
             return Err(Error::Protocol("covers need an engine made with lazy=False (a lazy engine leaves validity undecided)".into()));
         }
         let n = self.text.len();
-        let sp = self.canon.vocab().start_prefix().len();
-        // The empty user text under a dummy prefix: the empty sequence covers it (P(x...) = 1).
-        if sp > 0 && n == sp {
+        // The bare start prefix: the empty sequence covers it (P(x...) = 1).
+        if self.at_bare_start_prefix() {
             return Ok(vec![Class { node: 0, base: 0.0, crossing: vec![], log_weight: 0.0 }]);
         }
         let mut out = Vec::new();

@@ -25,7 +25,7 @@
 
 use super::{CoverEngine, NodeId};
 use crate::error::{Error, Result};
-use crate::primitives::TokenId;
+use crate::primitives::{TokenId, EOS_SLOT, N_SLOTS};
 use std::ops::Range;
 
 /// Validity of T + [v] not decided yet.
@@ -51,7 +51,7 @@ const FILL_WINDOW: usize = 8;
 pub enum Pick {
     /// The most likely slot (the first of equals, like numpy's argmax).
     Greedy,
-    /// Inverse CDF at `u` in [0, 1) over slots 0..=256 of the distribution raised to
+    /// Inverse CDF at `u` in [0, 1) over the `N_SLOTS` slots of the distribution raised to
     /// 1/temperature (the same rule as `numpy.random.Generator.choice`).
     Sample { u: f64, temperature: f64 },
 }
@@ -76,19 +76,23 @@ struct ChildSum {
 
 impl ChildSum {
     fn unknown(&self) -> f64 {
-        if self.n_unknown == 0 { 0.0 } else { self.unknown.max(0.0) }
+        if self.n_unknown == 0 {
+            0.0
+        } else {
+            self.unknown.max(0.0)
+        }
     }
 }
 
-/// Bounds on the 257 numerators, all scaled by one common factor: slot c's numerator is
+/// Bounds on the `N_SLOTS` numerators, all scaled by one common factor: slot c's numerator is
 /// known[c] plus at most unknown[c] plus some share of `deferred` (the deferred mass may fall
 /// on the slots in any proportion, or partly on none).
 #[derive(Debug, Clone)]
 pub struct Bounds {
     /// Mass of tokens known to be valid (and EOS).
-    pub known: [f64; 257],
+    pub known: [f64; N_SLOTS],
     /// Mass of tokens whose validity is undecided, by slot.
-    pub unknown: [f64; 257],
+    pub unknown: [f64; N_SLOTS],
     /// Total mass of deferred token prefixes (can land on any slot).
     pub deferred: f64,
 }
@@ -116,13 +120,13 @@ impl Bounds {
 
     /// The slot with the most known mass (the first of equals).
     fn leader(&self) -> usize {
-        (0..257).fold(0, |best, c| if self.known[c] > self.known[best] { c } else { best })
+        (0..N_SLOTS).fold(0, |best, c| if self.known[c] > self.known[best] { c } else { best })
     }
 
     /// Slots whose undecided tokens can change the choice: for greedy the leader and every slot
     /// that could still overtake it; when sampling, all.
-    fn focus(&self, pick: Pick) -> [bool; 257] {
-        let mut focus = [true; 257];
+    fn focus(&self, pick: Pick) -> [bool; N_SLOTS] {
+        let mut focus = [true; N_SLOTS];
         if let Pick::Greedy = pick {
             let b = self.leader();
             for (c, f) in focus.iter_mut().enumerate() {
@@ -144,11 +148,15 @@ impl Bounds {
                 let lb = self.known[b];
                 let beats = |c: usize| {
                     let hi = self.known[c] + self.extra(c);
-                    if c < b { lb > hi } else { lb >= hi }
+                    if c < b {
+                        lb > hi
+                    } else {
+                        lb >= hi
+                    }
                 };
-                Ok(((0..257).all(|c| c == b || beats(c)) || settled).then_some(b as u16))
+                Ok(((0..N_SLOTS).all(|c| c == b || beats(c)) || settled).then_some(b as u16))
             }
-            Pick::Sample { u, temperature } if temperature == 1.0 => {
+            Pick::Sample { u, temperature: 1.0 } => {
                 let b = inverse_cdf(&self.known, u * total_known);
                 if settled {
                     return Ok(Some(b as u16));
@@ -158,7 +166,7 @@ impl Bounds {
                 let known_below: f64 = self.known[..b].iter().sum();
                 let known_above: f64 = self.known[b + 1..].iter().sum();
                 let extra_below: f64 = self.unknown[..b].iter().sum::<f64>() + if b > 0 { self.deferred } else { 0.0 };
-                let extra_above: f64 = self.unknown[b + 1..].iter().sum::<f64>() + if b < 256 { self.deferred } else { 0.0 };
+                let extra_above: f64 = self.unknown[b + 1..].iter().sum::<f64>() + if b < EOS_SLOT { self.deferred } else { 0.0 };
                 let left = (1.0 - u) * (known_below + extra_below) <= u * (known_above + self.known[b]);
                 let right = u * (known_above + extra_above) < (1.0 - u) * (known_below + self.known[b]);
                 Ok((left && right).then_some(b as u16))
@@ -167,10 +175,10 @@ impl Bounds {
                 // Each slot's weight lies in [known^(1/t), (known + extra)^(1/t)]; the slot is
                 // settled when the cumulative sums at both ends agree (independent intervals:
                 // looser than the t = 1 rule, still exact).
-                let scale = (0..257).map(|c| self.known[c] + self.extra(c)).fold(0.0, f64::max);
+                let scale = (0..N_SLOTS).map(|c| self.known[c] + self.extra(c)).fold(0.0, f64::max);
                 let pow = |x: f64| (x / scale).powf(1.0 / temperature);
                 let lo: Vec<f64> = self.known.iter().map(|&x| pow(x)).collect();
-                let hi: Vec<f64> = (0..257).map(|c| pow(self.known[c] + self.extra(c))).collect();
+                let hi: Vec<f64> = (0..N_SLOTS).map(|c| pow(self.known[c] + self.extra(c))).collect();
                 let (z_lo, z_hi): (f64, f64) = (lo.iter().sum(), hi.iter().sum());
                 if z_lo <= 0.0 {
                     return Ok(None);
@@ -201,13 +209,13 @@ fn inverse_cdf(weights: &[f64], target: f64) -> usize {
 }
 
 impl CoverEngine {
-    /// The next slot (0-255 a byte, 256 EOS) chosen by `pick` from the exact distribution, or
+    /// The next slot (0-255 a byte, `EOS_SLOT` end of text) chosen by `pick` from the exact distribution, or
     /// `None` when rows are needed first: fetch `pending()`, give them with `provide_row`, ask
     /// again. Lazy engines only.
     pub fn decide(&mut self, pick: Pick) -> Result<Option<u16>> {
         self.check_lazy("decide")?;
         if let Pick::Sample { u, temperature } = pick {
-            if !(0.0..1.0).contains(&u) || !(temperature > 0.0 && temperature.is_finite()) {
+            if !((0.0..1.0).contains(&u) && temperature > 0.0 && temperature.is_finite()) {
                 return Err(Error::Protocol(format!("need 0 <= u < 1 and a finite temperature > 0, got u={u}, temperature={temperature}")));
             }
         }
@@ -242,17 +250,21 @@ impl CoverEngine {
     /// model call: check the `batch` heaviest undecided tokens of the `focus` slots while those
     /// weigh at least a tenth of the deferred prefixes; otherwise ask for the heaviest deferred
     /// rows (`pending`). `Settled` when there is neither.
-    fn refine_step(&mut self, reference: f64, bounds: &Bounds, focus: &[bool; 257], batch: usize) -> Refinement {
-        let unknown: f64 = (0..257).filter(|&c| focus[c]).map(|c| bounds.unknown[c]).sum();
+    fn refine_step(&mut self, reference: f64, bounds: &Bounds, focus: &[bool; N_SLOTS], batch: usize) -> Refinement {
+        let unknown: f64 = (0..N_SLOTS).filter(|&c| focus[c]).map(|c| bounds.unknown[c]).sum();
         if unknown > 0.0 && unknown >= 0.1 * bounds.deferred {
             self.check_heaviest(reference, batch, focus);
             return Refinement::Checked;
         }
         self.pending = self.heaviest_deferred(reference);
-        if self.pending.is_empty() { Refinement::Settled } else { Refinement::NeedRows }
+        if self.pending.is_empty() {
+            Refinement::Settled
+        } else {
+            Refinement::NeedRows
+        }
     }
 
-    /// The current bounds on the 257 numerators, for a caller that chooses from a combination
+    /// The current bounds on the `N_SLOTS` numerators, for a caller that chooses from a combination
     /// of several models (an ensemble): it combines each member's bounds and calls `refine` on
     /// the member whose uncertainty matters most. Lazy engines only.
     pub fn step_bounds(&mut self) -> Result<Bounds> {
@@ -267,7 +279,7 @@ impl CoverEngine {
         self.check_lazy("refine")?;
         self.pending.clear();
         let (reference, bounds) = self.bounds()?;
-        let step = self.refine_step(reference, &bounds, &[true; 257], self.check_batch);
+        let step = self.refine_step(reference, &bounds, &[true; N_SLOTS], self.check_batch);
         self.check_batch = match step {
             Refinement::Checked => self.check_batch.saturating_mul(4),
             _ => FIRST_CHECK_BATCH, // rows to come bring new undecided tokens
@@ -276,7 +288,11 @@ impl CoverEngine {
     }
 
     fn check_lazy(&self, what: &str) -> Result<()> {
-        if self.cfg.lazy { Ok(()) } else { Err(Error::Protocol(format!("{what}() needs an engine made with lazy=True"))) }
+        if self.cfg.lazy {
+            Ok(())
+        } else {
+            Err(Error::Protocol(format!("{what}() needs an engine made with lazy=True")))
+        }
     }
 
     /// Bounded-error mode: the mass of the lightest deferred prefixes that together weigh at
@@ -300,7 +316,11 @@ impl CoverEngine {
 
     /// (mass scaled by exp(-reference), node) of every deferred group (a node is in at most one).
     fn deferred(&self, reference: f64) -> Vec<(f64, NodeId)> {
-        self.groups.iter().filter(|(node, _)| self.nodes[*node].probs.is_none()).map(|(node, _)| ((self.nodes[*node].logp.unwrap_or(f64::NEG_INFINITY) - reference).exp(), *node)).collect()
+        self.groups
+            .iter()
+            .filter(|(node, _)| self.nodes[*node].probs.is_none())
+            .map(|(node, _)| ((self.nodes[*node].logp.unwrap_or(f64::NEG_INFINITY) - reference).exp(), *node))
+            .collect()
     }
 
     /// Bounded-error mode: the largest bound on any step's total-variation error so far.
@@ -320,32 +340,38 @@ impl CoverEngine {
             return;
         }
         let Some(probs) = &nd.probs else { return };
-        let children = self.trie.children(range.clone(), depth).by_byte.into_iter().map(|(byte, r)| {
-            let (mut valid, mut unknown, mut n_unknown) = (0.0, 0.0, 0u32);
-            for k in r.clone() {
-                match nd.checked[k] {
-                    VALID => valid += probs[k],
-                    UNKNOWN if probs[k] > 0.0 => {
-                        unknown += probs[k];
-                        n_unknown += 1;
+        let children = self
+            .trie
+            .children(range.clone(), depth)
+            .by_byte
+            .into_iter()
+            .map(|(byte, r)| {
+                let (mut valid, mut unknown, mut n_unknown) = (0.0, 0.0, 0u32);
+                for k in r.clone() {
+                    match nd.checked[k] {
+                        VALID => valid += probs[k],
+                        UNKNOWN if probs[k] > 0.0 => {
+                            unknown += probs[k];
+                            n_unknown += 1;
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
-            }
-            ChildSum { byte, range: r, valid, unknown, n_unknown }
-        }).collect();
+                ChildSum { byte, range: r, valid, unknown, n_unknown }
+            })
+            .collect();
         self.nodes[node].sums = Some(ChildSums { range: range.clone(), depth, children });
     }
 
     fn bounds(&mut self) -> Result<(f64, Bounds)> {
         let n = self.text.len();
-        let sp = self.canon.vocab().start_prefix().len();
+        let bare = self.at_bare_start_prefix();
         let mut reference = f64::NEG_INFINITY;
         for (node, _) in &self.groups {
             let logp = self.nodes[*node].logp.ok_or_else(|| Error::Protocol(format!("node {node} still needs its score; call requests()")))?;
             reference = reference.max(logp);
         }
-        let mut b = Bounds { known: [0.0; 257], unknown: [0.0; 257], deferred: 0.0 };
+        let mut b = Bounds { known: [0.0; N_SLOTS], unknown: [0.0; N_SLOTS], deferred: 0.0 };
         if reference == f64::NEG_INFINITY {
             return Ok((0.0, b));
         }
@@ -364,8 +390,8 @@ impl CoverEngine {
                 b.known[c.byte as usize] += scale * c.valid;
                 b.unknown[c.byte as usize] += scale * c.unknown();
             }
-            if depth == 0 || (node == 0 && n == sp) {
-                b.known[256] += (logp + nd.eos_logp - reference).exp();
+            if depth == 0 || (node == 0 && bare) {
+                b.known[EOS_SLOT] += (logp + nd.eos_logp - reference).exp();
             }
         }
         Ok((reference, b))
@@ -374,7 +400,7 @@ impl CoverEngine {
     /// Decide validity of the `batch` heaviest undecided tokens over all groups.
     /// Only slots with `focus[slot]` are refined (those whose undecided mass can change the
     /// choice); `bounds` has made every group's sums current.
-    fn check_heaviest(&mut self, reference: f64, batch: usize, focus: &[bool; 257]) {
+    fn check_heaviest(&mut self, reference: f64, batch: usize, focus: &[bool; N_SLOTS]) {
         let mut cands: Vec<(f64, usize, usize)> = Vec::new(); // (weight, node, trie position)
         for (node, _) in &self.groups {
             let nd = &self.nodes[*node];
