@@ -1,25 +1,19 @@
-"""Reproducible evaluation harnesses (HumanEval random-span infilling and left-to-right completion).
+"""Reproducible evaluation harnesses: the published HumanEval infilling benchmarks (random span,
+random span light, single line), self-drawn spans and left-to-right completion.
 
-Everything here is pure Python (no model, no native core needed)::
+Everything here is pure Python (no model needed)::
 
-    from bytecover.evaluation import fim_tasks, run_eval, summarize
-    tasks = fim_tasks(seed=0)
-    results = run_eval(tasks, {"token": f1, "bytes": f2}, "benches/results/fim", seed=0, model_name=name)
+    from bytecover.evaluation import infilling_tasks, run_eval, summarize
+    tasks = infilling_tasks("random-span-light")
+    results = run_eval(tasks, {"token": f1, "bytes": f2}, "benches/results/tmp/fim", model_name=name)
     print(summarize(results))
+
+Every method's output goes through the task's stop rule (`stops`) before it is scored.
 """
 
 from .harness import evaluate_completion, load_results, plot_results, run_eval, summarize
-from .humaneval import (
-    DEFAULT_STOPS,
-    Problem,
-    Task,
-    fim_tasks,
-    humaneval_path,
-    l2r_tasks,
-    load_problems,
-    make_tasks,
-    truncate_at_stops,
-)
+from .humaneval import Problem, Task, fim_tasks, humaneval_path, l2r_tasks, load_problems, make_tasks
+from .infilling import BENCHMARKS, infilling_tasks, load_infilling
 from .metrics import (
     PairedComparison,
     PassRate,
@@ -29,11 +23,20 @@ from .metrics import (
     pass_rate,
     wilson_interval,
 )
+from .provenance import provenance
 from .sandbox import ExecResult, run_many, run_program
+from .stops import DEFAULT_STOPS, apply_fim_stops, fim_stop_strings, suffix_key, truncate_at_stops
 
 __all__ = [
+    "BENCHMARKS",
     "DEFAULT_STOPS",
     "ExecResult",
+    "apply_fim_stops",
+    "fim_stop_strings",
+    "infilling_tasks",
+    "load_infilling",
+    "provenance",
+    "suffix_key",
     "PairedComparison",
     "PassRate",
     "Problem",

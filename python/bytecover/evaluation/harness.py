@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .humaneval import Task
 from .metrics import paired_comparison, pass_rate
+from .provenance import machine, provenance
 from .sandbox import DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_S, ExecResult, run_program
 
 __all__ = ["Method", "run_eval", "evaluate_completion", "summarize", "load_results", "plot_results"]
@@ -35,6 +36,7 @@ Method = Callable[[Task], "str | bytes"]
 RESULTS_JSON = "results.json"
 PARTIAL_JSONL = "results.partial.jsonl"
 PLOT_PNG = "results.png"
+RUNS_JSONL = "runs.jsonl"
 _STDERR_KEEP = 600
 
 
@@ -76,6 +78,18 @@ def _read_rows(out_dir: Path) -> list[dict]:
     return rows
 
 
+def _read_runs(out_dir: Path) -> list[dict]:
+    runs = []
+    path = out_dir / RUNS_JSONL
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                runs.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return runs
+
+
 def _write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -112,7 +126,12 @@ def run_eval(
     task fingerprint matches; it cannot tell that a method's *implementation* changed under the
     same name, so use a fresh ``out_dir`` (or ``resume=False``) after changing a method.
 
-    Results layout: ``{"config": {...}, "tasks": [...], "rows": [...], "summary": {...}}``.
+    Results layout: ``{"config": {...}, "tasks": [...], "rows": [...], "summary": {...}}``;
+    ``config["provenance"]`` records commit (and whether the checkout was dirty), source digests,
+    date, machine, command line and model variant (`bytecover.evaluation.provenance`). Each run
+    also appends its provenance to ``runs.jsonl`` in ``out_dir``; every row names the run that
+    produced it (``run_started``) and ``config["runs"]`` lists the earlier runs whose rows were
+    resumed.
     """
     if on_method_error not in ("raise", "record"):
         raise ValueError("on_method_error must be 'raise' or 'record'")
@@ -135,10 +154,11 @@ def run_eval(
 
     todo = [(t, m) for t in tasks for m in method_names if (t.task_id, m) not in done]
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    command_line = command_line if command_line is not None else shlex.join([sys.executable, *sys.argv])
     cfg = {
         "seed": seed,
         "model_name": model_name,
-        "command_line": command_line if command_line is not None else shlex.join([sys.executable, *sys.argv]),
+        "command_line": command_line,
         "methods": method_names,
         "n_tasks": len(tasks),
         "modes": sorted({t.mode for t in tasks}),
@@ -149,7 +169,11 @@ def run_eval(
         "started_at": started,
         "resumed_rows": len(done),
         **({"extra": dict(config)} if config else {}),
+        # commit (and dirty files), source digests, date, machine, command line, model variant
+        "provenance": provenance(command_line, model_name if model_name and model_name != "(none)" else None),
     }
+    with open(out / RUNS_JSONL, "a", encoding="utf-8") as f:  # one line per (resumed) run
+        f.write(json.dumps({"started_at": started, **cfg["provenance"]}, ensure_ascii=False) + "\n")
 
     bar = None
     if progress:
@@ -191,6 +215,7 @@ def run_eval(
             "mode": task.mode,
             "method": name,
             "fingerprint": fps[task.task_id],
+            "run_started": started,  # which entry of runs.jsonl produced the row
         }
         t0 = time.perf_counter()
         try:
@@ -235,6 +260,12 @@ def run_eval(
     order = {m: i for i, m in enumerate(method_names)}
     rows = [done[(t.task_id, m)] for t in tasks for m in sorted(method_names, key=order.get) if (t.task_id, m) in done]
     cfg["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    # torch's thread count is known once a model ran; the rest was taken at the start
+    cfg["provenance"]["machine"] = machine()
+    cfg["provenance"]["finished"] = cfg["finished_at"]
+    # the provenance of every run (this one and resumed ones) whose rows are in the results
+    used = {r.get("run_started") for r in rows}
+    cfg["runs"] = [r for r in _read_runs(out) if r.get("started_at") in used and r.get("started_at") != started]
     results = {
         "config": cfg,
         "tasks": [{"task_id": t.task_id, "problem_id": t.problem_id, "mode": t.mode, "cut": list(t.cut),
@@ -294,6 +325,8 @@ def summarize(results: Mapping[str, Any]) -> str:
         head.append(f"model `{cfg['model_name']}`")
     if cfg.get("modes"):
         head.append("mode " + "/".join(cfg["modes"]))
+    if (cfg.get("extra") or {}).get("benchmark"):
+        head.append(f"benchmark {cfg['extra']['benchmark']}")
     if cfg.get("seed") is not None:
         head.append(f"seed {cfg['seed']}")
     if head:

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .stops import DEFAULT_STOPS, apply_fim_stops, fim_stop_strings, truncate_at_stops
+
 __all__ = [
     "Problem",
     "Task",
@@ -38,9 +40,6 @@ __all__ = [
     "l2r_tasks",
     "truncate_at_stops",
 ]
-
-#: Stop strings for left-to-right completion of a HumanEval function body.
-DEFAULT_STOPS: tuple[str, ...] = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ", '\n"""', "\n#")
 
 MODES = ("fim", "l2r")
 
@@ -75,17 +74,21 @@ class Task:
     test: str
     entry_point: str
     cut: tuple[int, int] = (0, 0)  # [a, b) character offsets of the reference in the solution
-    stop: tuple[str, ...] = ()  # stop strings (L2R)
+    stop: tuple[str, ...] = ()  # stop strings (L2R: cut there; FIM: the FIM stop rule, see postprocess)
     max_new_chars: int = 512  # suggested generation budget (characters; bytes for ASCII code)
 
     def postprocess(self, completion: str) -> str:
         """What a method's raw output contributes to the program.
 
         L2R: truncated at the first stop string (a stop may straddle the prompt boundary, e.g. the
-        prompt ends with ``"\\n"`` and the completion starts with ``"def "``). FIM: unchanged.
+        prompt ends with ``"\\n"`` and the completion starts with ``"def "``). FIM: the FIM stop
+        rule of `bytecover.evaluation.stops` (top-level stops, suffix key, suffix echo);
+        a FIM task without stop strings keeps the output unchanged.
         """
         if self.mode == "l2r" and self.stop:
             return truncate_at_stops(completion, self.stop, context=self.prefix)
+        if self.mode == "fim" and self.stop:
+            return apply_fim_stops(self.prefix, self.suffix, completion, self.stop)
         return completion
 
     def program(self, completion: str) -> str:
@@ -96,7 +99,10 @@ class Task:
     def fingerprint(self) -> str:
         """Short hash of everything that defines the task (used to validate resumed results)."""
         h = hashlib.sha256()
-        for part in (self.task_id, self.mode, self.prefix, self.suffix, self.test, self.entry_point):
+        parts = [self.task_id, self.mode, self.prefix, self.suffix, self.test, self.entry_point]
+        if self.mode == "fim" and self.stop:  # the stop rule and the budget shape what is scored
+            parts += ["stops", *self.stop, str(self.max_new_chars)]
+        for part in parts:
             h.update(part.encode("utf-8"))
             h.update(b"\0")
         return h.hexdigest()[:16]
@@ -106,28 +112,6 @@ class Task:
         d["cut"] = list(self.cut)
         d["stop"] = list(self.stop)
         return d
-
-
-def truncate_at_stops(text: str, stops: Sequence[str], context: str = "") -> str:
-    """Cut ``text`` before the earliest stop string.
-
-    A stop may begin inside the last ``len(stop) - 1`` characters of ``context`` (what precedes
-    ``text``) as long as it ends inside ``text``; the text is then cut at position 0.
-    """
-    if not stops:
-        return text
-    k = max(len(s) for s in stops) - 1
-    tail = context[-k:] if k > 0 else ""
-    joined = tail + text
-    best = len(text)
-    for s in stops:
-        if not s:
-            continue
-        start = max(0, len(tail) - len(s) + 1)  # the match must end after the tail
-        i = joined.find(s, start)
-        if i != -1:
-            best = min(best, max(0, i - len(tail)))
-    return text[:best]
 
 
 def humaneval_path() -> Path:
@@ -211,12 +195,15 @@ def fim_tasks(
     problem_ids: Iterable[str] | None = None,
     limit: int | None = None,
     max_new_chars: int | None = None,
+    stops: bool = True,
 ) -> list[Task]:
-    """Random-span infilling tasks.
+    """Random-span infilling tasks (self-drawn: one or more spans per problem).
 
     For each problem and sample: ``a`` uniform over the solution's character positions, then the
     middle length uniform in ``[min_middle_chars, min(max_middle_chars, len - a)]``; with
-    ``require_non_whitespace`` spans made only of whitespace are redrawn.
+    ``require_non_whitespace`` spans made only of whitespace are redrawn. With ``stops`` (the
+    default) each task carries the FIM stop rule (`bytecover.evaluation.stops`), which
+    `Task.postprocess` applies to every method's output.
     """
     if not 1 <= min_middle_chars <= max_middle_chars:
         raise ValueError("need 1 <= min_middle_chars <= max_middle_chars")
@@ -236,7 +223,7 @@ def fim_tasks(
                     test=p.test,
                     entry_point=p.entry_point,
                     cut=(a, b),
-                    stop=(),
+                    stop=fim_stop_strings(sol[b:]) if stops else (),
                     max_new_chars=max_new_chars if max_new_chars is not None else 4 * max_middle_chars,
                 )
             )
