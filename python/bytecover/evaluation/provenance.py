@@ -104,14 +104,16 @@ def _git(args: list[str], cwd: Path) -> str | None:
 
 
 def git_state(where: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Commit of the checkout holding this package (else of `where` / the working directory),
-    whether tracked files differ from it, and which (at most 20 named)."""
+    """Commit of `where` (else of the checkout holding this package, else of the working
+    directory), whether files differ from it (changed or untracked, not ignored), and which (at
+    most 20 named)."""
     candidates = [Path(where)] if where is not None else []
     candidates += [Path(__file__).resolve().parent, Path.cwd()]
     for cwd in candidates:
         head = _git(["rev-parse", "HEAD"], cwd)
         if head:
-            status = _git(["status", "--porcelain", "--untracked-files=no"], cwd) or ""
+            # tracked files that differ from the commit, and untracked files git does not ignore
+            status = _git(["status", "--porcelain", "--untracked-files=normal"], cwd) or ""
             changed = [line[3:] for line in status.splitlines() if line.strip()]
             top = (_git(["rev-parse", "--show-toplevel"], cwd) or "").strip()
             return {"commit": head.strip(), "dirty": bool(changed), "changed_files": changed[:20],
