@@ -23,7 +23,6 @@ from .metrics import (
     pass_rate,
     wilson_interval,
 )
-from .provenance import provenance
 from .sandbox import ExecResult, run_many, run_program
 from .stops import DEFAULT_STOPS, apply_fim_stops, fim_stop_strings, suffix_key, truncate_at_stops
 
@@ -35,7 +34,6 @@ __all__ = [
     "fim_stop_strings",
     "infilling_tasks",
     "load_infilling",
-    "provenance",
     "suffix_key",
     "PairedComparison",
     "PassRate",
