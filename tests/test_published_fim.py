@@ -31,7 +31,7 @@ from bytecover.evaluation import (  # noqa: E402
     suffix_key,
 )
 from bytecover.evaluation.completion_eval import main_fim  # noqa: E402
-from bytecover.evaluation.fim_report import boundary_split, ends_mid_token, split_table  # noqa: E402
+from bytecover.evaluation.fim_report import boundary_split, ends_mid_token, plot_split, split_table  # noqa: E402
 from bytecover.evaluation.infilling import DEFAULT_BUDGET_BYTES, EXPECTED_COUNTS, infilling_dir  # noqa: E402
 from bytecover.evaluation.provenance import GGUF_FACTS, gguf_header, git_state, model_variant, source_digest  # noqa: E402
 from bytecover.evaluation.stops import apply_fim_stops, drop_suffix_echo, fim_stop_strings, truncate_at_stops  # noqa: E402
@@ -288,7 +288,7 @@ def test_cli_benchmarks_and_errors(tmp_path):
         assert [t["task_id"] for t in sd["tasks"]] == ["HumanEval/0/fim/0", "HumanEval/1/fim/0"]
 
 
-def test_boundary_split_counts():
+def test_boundary_split_counts(tmp_path):
     class CharTok:  # one token per character: every offset is a boundary
         def __call__(self, text, add_special_tokens=False, return_offsets_mapping=True):
             return {"offset_mapping": [(i, i + 1) for i in range(len(text))]}
@@ -309,6 +309,8 @@ def test_boundary_split_counts():
     assert mid["methods"]["a"]["passed"] == 1 and mid["methods"]["b"]["passed"] == 1
     assert mid["paired"][0]["a_only"] == 1 and mid["paired"][0]["b_only"] == 1
     assert "| mid-token | 2 |" in split_table(split)
+    png = plot_split(split, tmp_path / "split.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
 # ------------------------------------------------------------------------------------- provenance

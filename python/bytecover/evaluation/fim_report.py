@@ -8,7 +8,7 @@ methods should behave alike.
 
 ``python -m bytecover.evaluation.fim_report RESULTS_DIR [--tokenizer qwen2.5-coder-0.5b]`` prints the
 summary, the paired comparisons and pass@1 per method in each group (Wilson 95% intervals), and
-writes ``boundary_split.json`` beside ``results.json``.
+writes ``boundary_split.json`` and ``boundary_split.png`` beside ``results.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .harness import load_results, summarize
 from .humaneval import Task
 from .metrics import paired_comparison, pass_rate
 
-__all__ = ["boundary_offsets", "ends_mid_token", "boundary_split", "split_table", "tasks_of_results", "main"]
+__all__ = ["boundary_offsets", "ends_mid_token", "boundary_split", "split_table", "plot_split", "tasks_of_results", "main"]
 
 GROUPS = ("mid-token", "boundary")
 
@@ -102,6 +102,41 @@ def split_table(split: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_split(split: Mapping[str, Any], path: str | Path, title: str = "") -> Path:
+    """Grouped bars: pass@1 (95% Wilson error bars) per method, one group per kind of prefix end."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = list(split["groups"])
+    methods = list(split["groups"][groups[0]]["methods"]) if groups else []
+    fig = Figure(figsize=(2.5 + 1.6 * len(groups) * max(1, len(methods)) / 2, 4.0), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(methods))
+    for j, m in enumerate(methods):
+        xs, vals, lo, hi = [], [], [], []
+        for i, g in enumerate(groups):
+            p = split["groups"][g]["methods"][m]
+            if not p["n"]:
+                continue
+            xs.append(i + (j - (len(methods) - 1) / 2) * width)
+            vals.append(p["pass_at_1"])
+            lo.append(p["pass_at_1"] - p["ci_low"])
+            hi.append(p["ci_high"] - p["pass_at_1"])
+        ax.bar(xs, vals, width * 0.95, yerr=[lo, hi], capsize=4, label=m, color=f"C{j}", alpha=0.85)
+        for x, v in zip(xs, vals):
+            ax.text(x, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(groups)), [f"{g}\n({split['groups'][g]['n_tasks']} tasks)" for g in groups])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("pass@1 (95% Wilson CI)")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "prefix ends mid-token vs at a token boundary", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, format="png")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bytecover.evaluation.fim_report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = Path(args.results)
     out_dir = out_dir if out_dir.is_dir() else out_dir.parent
     (out_dir / "boundary_split.json").write_text(json.dumps(split, indent=1), encoding="utf-8")
+    cfg = results["config"]
+    plot_split(split, out_dir / "boundary_split.png",
+               f"{cfg.get('model_name')} · {(cfg.get('extra') or {}).get('benchmark', '')} · tokenizer {name}")
     sys.stdout.write(summarize(results) + "\n" + split_table(split))
     return 0
 
