@@ -280,6 +280,10 @@ def test_mcnemar_exact_and_paired():
     assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
     assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(0, 1) == 1.0
+    # thousands of discordant pairs (a 2,000-task benchmark against an empty baseline)
+    assert mcnemar_exact(0, 3000) == 0.0 and mcnemar_exact(1500, 1500) == 1.0
+    p = mcnemar_exact(1450, 1550)  # z = 1.81 under the normal approximation: p close to 0.07
+    assert 0.06 < p < 0.08
     a = {"t1": True, "t2": True, "t3": False, "t4": False, "t5": True, "only_a": True}
     b = {"t1": True, "t2": False, "t3": True, "t4": False, "t5": False}
     pc = paired_comparison(a, b, "A", "B")
