@@ -206,17 +206,17 @@ fn eos_is_the_canonical_encoding_times_its_eos_probability() {
 }
 
 #[test]
-fn four_byte_characters() {
-    // Lone lead bytes of 4-byte characters with probability (the other tests' LM bans them),
-    // in contexts where they are valid, so the checks stay cheap.
+fn multi_byte_lead_tokens() {
+    // Lone lead bytes of 3- and 4-byte characters with probability (the other tests' LM bans
+    // them), in contexts where they are valid, so the checks stay cheap.
     for toy in toys() {
         let lm = SyntheticLm::new(toy.canon.vocab().n_logits(), 17);
         let mut rows = RowCache::new(&lm);
         let mut oracle = ValidityOracle::new(&toy);
         let mut e = toy.engine(b"ab", exact()).unwrap();
-        for (k, &b) in "😀a".as_bytes().iter().enumerate() {
+        for (k, &b) in "中😀a".as_bytes().iter().enumerate() {
             serve(&mut e, &lm);
-            check_step(&toy, &e, &mut oracle, &mut rows, &format!("{} ab + {k} bytes of an emoji", toy.name));
+            check_step(&toy, &e, &mut oracle, &mut rows, &format!("{} ab + {k} bytes of 中😀a", toy.name));
             e.advance(b).unwrap();
         }
     }

@@ -57,9 +57,9 @@ impl Toy {
         CoverEngine::new(self.canon.clone(), self.trie.clone(), prompt, self.eos.clone(), cfg)
     }
 
-    /// Tokens that are a lone lead byte of a 4-byte character (see `SyntheticLm::for_toy`).
-    pub fn four_byte_leads(&self) -> Vec<TokenId> {
-        self.canon.vocab().text_tokens().filter(|(_, b)| b.len() == 1 && (0xF0..=0xF4).contains(&b[0])).map(|(i, _)| i).collect()
+    /// Tokens that are a lone lead byte of a 3- or 4-byte character (see `SyntheticLm::for_toy`).
+    pub fn long_character_leads(&self) -> Vec<TokenId> {
+        self.canon.vocab().text_tokens().filter(|(_, b)| b.len() == 1 && (0xE0..=0xF4).contains(&b[0])).map(|(i, _)| i).collect()
     }
 
     pub fn start_prefix(&self) -> &[u8] {
@@ -246,13 +246,14 @@ impl SyntheticLm {
         Self { n_logits, seed, spread: 3.0, peak: 0.0, zeros: 0.0, banned: vec![] }
     }
 
-    /// The LM most tests use: it never starts a 4-byte character with a lone lead-byte token.
-    /// Deciding that such a token is *invalid* (after a whitespace run, say) makes the engine try
-    /// every completion of the character (about 200k, four encodings each: half a second per
-    /// token on the toys, see docs/testing-rust.md), and a mask skips tokens of probability 0.
-    /// `four_byte_characters` in engine_oracle.rs covers them with a plain `new` LM.
+    /// The LM most tests use: it never starts a 3- or 4-byte character with a lone lead-byte
+    /// token. Deciding that such a token is *invalid* (after a whitespace run, say) makes the
+    /// engine try every completion of the character (4096 or 196 608 of them, four encodings
+    /// each: up to half a second per token on the toys, see docs/testing-rust.md), and a mask
+    /// skips tokens of probability 0. `multi_byte_lead_tokens` in engine_oracle.rs covers them
+    /// with a plain `new` LM.
     pub fn for_toy(toy: &Toy, seed: u64) -> Self {
-        Self { banned: toy.four_byte_leads(), ..Self::new(toy.canon.vocab().n_logits(), seed) }
+        Self { banned: toy.long_character_leads(), ..Self::new(toy.canon.vocab().n_logits(), seed) }
     }
 
     /// Confident rows like a real model's (a few ids take most of the mass).
