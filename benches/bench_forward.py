@@ -1,4 +1,4 @@
-"""One forward of our own, with torch's linear layers and with `bytecover.fast_linear`.
+"""One forward of our own, with torch's linear layers and with `bytecover.backends.fast_linear`.
 
 For each token count k, the prompt is cached first, then one call asks for k sibling rows (k
 tokens fed in one tree-mask forward, k rows of logits), as the byte engine does. Both variants
@@ -59,7 +59,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for variant, label in (("torch", "torch linear (x @ W.T)"), ("fast", "bytecover.fast_linear")):
+    for variant, label in (("torch", "torch linear (x @ W.T)"), ("fast", "bytecover.backends.fast_linear")):
         ks = sorted(int(k) for k in result["median_ms"][variant])
         ax.plot(ks, [result["median_ms"][variant][k] for k in ks], marker="o", label=label)
     ax.set_xlabel("tokens fed (rows kept) in one call")

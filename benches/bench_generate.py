@@ -4,7 +4,7 @@ For each prompt (prose and code, several ending mid-token) every method produces
 
   generate    transformers `model.generate` on the prompt's canonical tokens (the baseline)
   generate-fastlin  the same, its linear layers computing ``W @ x.T`` as ours do on a CPU
-              (`bytecover.fast_linear`): the like-for-like baseline
+              (`bytecover.backends.fast_linear`): the like-for-like baseline
   healed      the token-healing baseline (`bytecover.healing`), also through `model.generate`
   handoff     exact prompt healing: the most likely cover of the prompt, then greedy tokens
               (`ByteLM.generate(..., temperature=0, bytewise=False)`, the hand-off path)
@@ -118,7 +118,7 @@ def _ensemble_generate(ens: Ensemble, prompt: str, n_bytes: int) -> dict[str, An
     t0 = time.perf_counter()
     text = ens.generate(prompt.encode(), max_new_bytes=n_bytes, temperature=0.0)
     wall = time.perf_counter() - t0
-    engine = sum(st.engine_seconds for st in ens.last_state.stats if st is not None)
+    engine = ens.last_state.stats.engine_seconds
     return {"wall_s": wall, "bytes": len(text), "model_calls": sum(tl.n_calls - c for tl, c in zip(members, calls0)),
             "tokens_fed": sum(tl.n_tokens_fed - f for tl, f in zip(members, fed0)), "engine_s": engine,
             "text": bytes(text).decode("utf-8", "replace")}
@@ -148,10 +148,10 @@ def _tokens_handoff(lm: ByteLM, prompt: str, k: int) -> dict[str, Any]:
     cfg, rng = SamplingConfig(temperature=0.0), np.random.default_rng(0)
     t0 = time.perf_counter()
     state = lm.state(prompt.encode())
-    tokens, _ = draw_cover(state, cfg, rng)
+    tokens = list(draw_cover(state, cfg, rng).tokens)
     spelled = sum(len(lm.core.token_bytes(t) or b"") for t in tokens)
     new = 1 if spelled > len(state.engine.text) else 0
-    decoder = decode_tokens(lm, tokens, cfg, rng, stats=state.stats)
+    decoder = decode_tokens(lm.spec, tokens, cfg, rng, stats=state.stats)
     while new < k:
         before = len(tokens)
         if next(decoder, None) is None and len(tokens) == before:

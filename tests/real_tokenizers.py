@@ -1,7 +1,7 @@
 """Shared loading of the real tokenizers used by test_tokenizers_real.py and test_engine_oracle.py.
 
 Every loader goes through the ensure functions (``bytecover.models.tokenizer_json`` converts the
-model when the cache lacks it, ``bytecover.tokenizer_assets.tokenizer_json`` builds the fixture),
+model when the cache lacks it, ``support.tokenizer_assets.tokenizer_json`` builds the fixture),
 so a fresh machine builds its cache. A fixture that cannot be built is skipped with the reason.
 """
 
@@ -11,10 +11,9 @@ import json
 from functools import lru_cache
 
 import pytest
-from tokenizers import Tokenizer
+from reference import ReferenceTokenizer
 
 from bytecover import _core
-from reference import ReferenceTokenizer
 
 MODEL_TOKENIZERS = ["smollm2-135m", "qwen2.5-coder-0.5b", "gemma3-270m"]
 
@@ -27,7 +26,7 @@ _REF_KW = {"max_completions": 4096}
 
 
 def fixture_names() -> list[str]:
-    from bytecover import tokenizer_assets
+    from support import tokenizer_assets
 
     return list(tokenizer_assets.tokenizer_names())
 
@@ -44,7 +43,7 @@ def tokenizer_json(name: str) -> str:
             from bytecover import models
 
             return models.tokenizer_json(name)
-        from bytecover import tokenizer_assets
+        from support import tokenizer_assets
 
         return tokenizer_assets.tokenizer_json(name)
     except Exception as exc:  # noqa: BLE001 - any failure to build the asset is reported as a skip
@@ -93,7 +92,7 @@ def golden(name: str) -> list[tuple[str, list[int]]]:
     if name in MODEL_TOKENIZERS:
         _, ref = loaded(name)
         return [(t, ref.hf.encode(t, add_special_tokens=False).ids) for t in HARD_TEXTS]
-    from bytecover import tokenizer_assets
+    from support import tokenizer_assets
 
     return tokenizer_assets.golden_cases(name)
 

@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from reference.synthetic_lm import RandomTokenLM
+from reference.toy import toy_eos_id, toy_tokenizers
 from tokenizers import Tokenizer
 
 import bytecover
 from bytecover import ByteLM
 from bytecover.sampling import SamplingConfig, warp
-from reference.synthetic_lm import RandomTokenLM
-from reference.toy import toy_eos_id, toy_tokenizers
 
 
 class CountingLM(RandomTokenLM):
@@ -42,7 +42,7 @@ def test_greedy_follows_argmax() -> None:
     out = blm.generate(b"a", max_new_bytes=5, temperature=0)
     state = blm.state(b"a")
     for b in out:
-        assert int(np.argmax(state.distribution()[0])) == b
+        assert int(np.argmax(state.distribution().logprobs)) == b
         state.advance(b)
 
 
@@ -63,7 +63,7 @@ def test_one_model_call_per_byte() -> None:
     state.distribution()
     before = state.stats.model_calls
     for _ in range(6):
-        lp = state.distribution()[0]
+        lp = state.distribution().logprobs
         b = int(np.argmax(lp[:256]))
         state.advance(b)
     state.distribution()
@@ -130,19 +130,20 @@ def test_tolerance_reports_a_bound() -> None:
     blm, lm = _lm()
     exact = blm.next_byte_logprobs(b"ab")
     approx_state = ByteLM(lm, blm.tokenizer, eos_ids=blm.eos_ids, tolerance=1e-3).state(b"ab")
-    approx, _, _, bound = approx_state.distribution()
+    d = approx_state.distribution()
+    approx, bound = d.logprobs, d.error_bound
     assert 0 <= bound <= 1e-3 * 10
     assert np.abs(np.exp(exact) - np.exp(approx)).sum() <= 2 * bound + 1e-12
 
 
 def test_token_healing_plan_and_mask() -> None:
-    from bytecover.healing import as_numpy_mask, heal_prompt
+    from bytecover.healing import heal_prompt
 
     blm, _ = _lm()
     kept, removed = heal_prompt(blm.core, b"ab a")
     assert blm.core.decode(kept) + removed == b"ab a"
     if removed:
-        mask = as_numpy_mask(blm.core, removed, blm.core.n_logits)
+        mask = blm.spec.tables.consistent_with(removed)
         for t in np.flatnonzero(mask):
             tb = blm.core.token_bytes(int(t))
             assert tb.startswith(removed) or removed.startswith(tb)

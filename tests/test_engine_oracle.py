@@ -19,9 +19,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokenizers import Tokenizer
-
-from bytecover import ByteLM
 from real_tokenizers import loaded, tokenizer_json
 from reference import (
     CanonicalOnlyTokenLM,
@@ -36,6 +33,9 @@ from reference import (
     toy_tokenizers,
 )
 from reference.oracle import RowCache
+from tokenizers import Tokenizer
+
+from bytecover import ByteLM
 
 TOL = 1e-9
 TOYS = list(toy_tokenizers())
@@ -48,7 +48,8 @@ def _close_log(a: float, b: float) -> bool:
 
 
 def _compare(blm: ByteLM, ref: ReferenceTokenizer, lm, eos: list[int], user: bytes, rows: RowCache | None = None) -> None:
-    lp, log_total, log_prefix, bound = blm.state(user).distribution()
+    d = blm.state(user).distribution()
+    lp, log_total, log_prefix, bound = d.logprobs, d.log_total, d.log_prefix, d.error_bound
     want, want_prefix, want_total = oracle_next_byte(ref, lm, eos, ref.start_prefix + user, rows)
     np.testing.assert_allclose(np.exp(lp), np.exp(want), rtol=0, atol=TOL, err_msg=repr(user))
     if user or not ref.start_prefix:
@@ -121,8 +122,8 @@ def test_dummy_prefix_empty_text_mass() -> None:
     lm = RandomTokenLM(hf.get_vocab_size(), seed=11, eos_ids=eos, eos_bias=1.0)
     got = ByteLM(lm, hf, eos_ids=eos).state(b"").distribution()
     _, want_prefix, want_total = oracle_next_byte(ref, lm, eos, ref.start_prefix)
-    assert _close_log(got[1], want_total)
-    assert _close_log(got[2], want_prefix), (got[2], want_prefix)
+    assert _close_log(got.log_total, want_total)
+    assert _close_log(got.log_prefix, want_prefix), (got.log_prefix, want_prefix)
 
 
 def _chain_params():
@@ -145,7 +146,7 @@ def test_chain_rule(name: str, full: bool) -> None:
         texts = texts[::3]
     for lm in (canon, base):
         blm = ByteLM(lm, hf, eos_ids=eos)
-        log_p0 = blm.state(b"").distribution()[2]  # P(start prefix...): 0 for byte-level BPE
+        log_p0 = blm.state(b"").distribution().log_prefix  # P(start prefix...): 0 for byte-level BPE
         for text in texts:
             ids = ref.encode(ref.start_prefix + text)
             s = blm.score(text)
@@ -177,8 +178,8 @@ def test_incremental_equals_fresh(name: str) -> None:
     for i in range(len(text) + 1):
         got = state.distribution()
         fresh = blm.state(text[:i]).distribution()
-        np.testing.assert_allclose(np.exp(got[0]), np.exp(fresh[0]), rtol=0, atol=TOL)
-        assert _close_log(got[1], fresh[1]) and _close_log(got[2], fresh[2]), (text[:i], got[1:3], fresh[1:3])
+        np.testing.assert_allclose(np.exp(got.logprobs), np.exp(fresh.logprobs), rtol=0, atol=TOL)
+        assert _close_log(got.log_total, fresh.log_total) and _close_log(got.log_prefix, fresh.log_prefix), (text[:i], got, fresh)
         if i < len(text):
             state.advance(text[i])
 
@@ -218,7 +219,8 @@ def _compare_numerators(blm: ByteLM, ref, lm, eos, user: bytes, rows: RowCache) 
     numerators log N[b] = log P(x b...) for the engine's 6 likeliest bytes, tab, newline, space,
     3 random bytes and EOS,
     plus log P(x...), and check Σ N <= P(x...)."""
-    lp, log_total, log_prefix, bound = blm.state(user).distribution()
+    d = blm.state(user).distribution()
+    lp, log_total, log_prefix, bound = d.logprobs, d.log_total, d.log_prefix, d.error_bound
     top = [int(b) for b in np.argsort(-lp[:256], kind="stable")[:6]]
     rng = np.random.default_rng(len(user) * 7919 + sum(user))
     subset = sorted(set(top) | {9, 10, 32} | {int(b) for b in rng.integers(0, 256, 3)})

@@ -9,12 +9,12 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
+from reference import RandomTokenLM, ReferenceTokenizer, oracle_next_byte, toy_eos_id, toy_tokenizers
 from tokenizers import Tokenizer
 
 import bytecover
 from bytecover import ByteLM, Ensemble, ProxyTuned
 from bytecover.ensemble import mixture_logprobs, product_logprobs, proxy_logprobs
-from reference import RandomTokenLM, ReferenceTokenizer, oracle_next_byte, toy_eos_id, toy_tokenizers
 
 TOL = 1e-9
 
@@ -140,11 +140,11 @@ def test_mixture_member_that_cannot_continue_drops_out() -> None:
     abc, *_ = _member("abc", 32)
     ens = Ensemble([ab, abc], weights=[0.9, 0.1])
     state = ens.state(b"a")
-    lp, *_ = state.distribution()
+    lp = state.distribution().logprobs
     assert np.isfinite(lp[ord("c")])
     state.advance(ord("c"))
     assert state.members[0] is None
-    _close(state.distribution()[0], _oracle("abc", 32, b"ac"))
+    _close(state.distribution().logprobs, _oracle("abc", 32, b"ac"))
     _close(ens.next_byte_logprobs(b"ac"), _oracle("abc", 32, b"ac"))
     with pytest.raises(bytecover.ZeroMassError):
         Ensemble([ab, abc], mode="product").next_byte_logprobs(b"ac")
@@ -174,7 +174,7 @@ def test_greedy_follows_the_combined_argmax() -> None:
     out = ens.generate(b"b", max_new_bytes=6, temperature=0)
     state = ens.state(b"b")
     for byte in out:
-        lp = state.distribution()[0]
+        lp = state.distribution().logprobs
         assert int(np.argmax(lp)) == byte
         state.advance(byte)
 
@@ -192,7 +192,7 @@ def test_score_is_the_sum_of_combined_byte_logprobs(mode: str) -> None:
         _normalised(lp)
         per_byte.append(-lp[byte] / math.log(2))
         total += lp[byte]
-        assert abs(state.distribution()[0][byte] - lp[byte]) <= 1e-12
+        assert abs(state.distribution().logprobs[byte] - lp[byte]) <= 1e-12
         state.advance(byte)
     assert abs(sc.prefix_logprob - total) <= 1e-9
     np.testing.assert_allclose(sc.per_byte, per_byte, atol=1e-9, rtol=0)
@@ -200,7 +200,7 @@ def test_score_is_the_sum_of_combined_byte_logprobs(mode: str) -> None:
     assert abs(sc.logprob - (total + eos)) <= 1e-9
     assert abs(sc.bits_per_byte - (-total / len(text) / math.log(2))) <= 1e-12
     assert sc.noncanonical_nats == 0.0
-    assert abs(state.distribution()[1] - total) <= 1e-9
+    assert abs(state.distribution().log_total - total) <= 1e-9
 
 
 def test_each_member_makes_one_batched_call_per_byte() -> None:
@@ -210,7 +210,7 @@ def test_each_member_makes_one_batched_call_per_byte() -> None:
         state.distribution()
         state.advance(byte)
     state.distribution()
-    for st in state.stats:
+    for st in state.member_stats:
         assert st.model_calls <= 5
 
 
@@ -218,8 +218,8 @@ def test_bound_is_the_largest_member_bound() -> None:
     _, _, lm, eos = _member("ws_bytelevel", 51)
     loose = ByteLM(lm, Tokenizer.from_str(json.dumps(toy_tokenizers()["ws_bytelevel"])), eos_ids=list(eos), tolerance=1e-3)
     exact = _member("abc", 52)[0]
-    bounds = [loose.state(b"ab").distribution()[3], exact.state(b"ab").distribution()[3]]
-    assert Ensemble([loose, exact]).state(b"ab").distribution()[3] == max(bounds)
+    bounds = [loose.state(b"ab").distribution().error_bound, exact.state(b"ab").distribution().error_bound]
+    assert Ensemble([loose, exact]).state(b"ab").distribution().error_bound == max(bounds)
 
 
 # -- combination rules and validation ------------------------------------------------------------
@@ -323,7 +323,7 @@ def test_real_two_model_ensemble_generates_and_scores() -> None:
     # The same numbers from a stepping state, and the mixture of the members' own rows.
     state = ens.state(b"")
     for i, byte in enumerate(text[:4]):
-        lp = state.distribution()[0]
+        lp = state.distribution().logprobs
         _normalised(lp)
         assert abs(-lp[byte] / math.log(2) - sc.per_byte[i]) <= 1e-6
         rows = state.member_logprobs()

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from real_tokenizers import tokenizer_json
+from reference import RandomTokenLM, ReferenceTokenizer, oracle_next_byte, toy_alphabet, toy_eos_id, toy_tokenizers
 from tokenizers import Tokenizer
 
 import bytecover
 from bytecover import ByteLM, Ensemble
 from bytecover.ensemble_choice import EnsembleChoice, decide, member_bounds
 from bytecover.sampling import EOS, SamplingConfig
-from real_tokenizers import tokenizer_json
-from reference import RandomTokenLM, ReferenceTokenizer, oracle_next_byte, toy_alphabet, toy_eos_id, toy_tokenizers
 
 
 class _FixedU:
@@ -66,7 +66,7 @@ def _pick(lp: np.ndarray, u: float | None, temperature: float) -> tuple[int, flo
 def _walk(ens: Ensemble, prompt: bytes, us: list[float | None], temperature: float = 1.0, oracles=None) -> int:
     """Choose len(us) bytes with `EnsembleChoice`, comparing each with the full combination.
     Returns the number of steps taken before EOS (or a near-tie, which rounding may flip)."""
-    choice = EnsembleChoice(ens.models, ens.weights, ens.mode, prompt)
+    choice = EnsembleChoice([m.spec for m in ens.models], ens.weights, ens.mode, prompt)
     text = prompt
     for i, u in enumerate(us):
         cfg = SamplingConfig(temperature=0.0 if u is None else temperature)
@@ -129,13 +129,13 @@ def test_member_that_cannot_continue_drops_out() -> None:
     """ab_overlap has no "c": after "ac" only abc is left, and the mixture chooses as abc does."""
     ab = _member("ab_overlap", 31)[0]
     abc = _member("abc", 32)[0]
-    choice = EnsembleChoice([ab, abc], np.array([0.9, 0.1]), "mixture", b"a")
+    choice = EnsembleChoice([ab.spec, abc.spec], np.array([0.9, 0.1]), "mixture", b"a")
     choice.advance(ord("c"))
     for u in [0.1, 0.5, 0.9]:
         want, _ = _pick(abc.next_byte_logprobs(b"ac"), u, 1.0)
         assert choice.choose(SamplingConfig(), _FixedU([u])) == want
-    assert choice.members[0] is None and choice.stats[0] is None
-    product = EnsembleChoice([ab, abc], np.array([0.5, 0.5]), "product", b"a")
+    assert choice.members[0] is None and choice.member_stats[0] is None
+    product = EnsembleChoice([ab.spec, abc.spec], np.array([0.5, 0.5]), "product", b"a")
     product.advance(ord("c"))
     with pytest.raises(bytecover.ZeroMassError):
         product.choose(SamplingConfig(temperature=0), _FixedU([]))
@@ -146,12 +146,12 @@ def test_generate_goes_through_the_lazy_ensemble_and_makes_fewer_calls() -> None
     ens = Ensemble(members, weights=[2, 1])
     out = ens.generate(b"a", max_new_bytes=24, temperature=0)
     assert isinstance(ens.last_state, EnsembleChoice)
-    lazy_calls = sum(s.model_calls for s in ens.last_state.stats if s is not None)
+    lazy_calls = ens.last_state.stats.model_calls
     state = ens.state(b"a")
     for byte in out:
-        assert int(np.argmax(state.distribution()[0])) == byte
+        assert int(np.argmax(state.distribution().logprobs)) == byte
         state.advance(byte)
-    full_calls = sum(s.model_calls for s in state.stats if s is not None)
+    full_calls = state.stats.model_calls
     assert lazy_calls < full_calls, (lazy_calls, full_calls)
     # Top-k needs the whole distribution: the full path, same seed, same result each time.
     assert ens.generate(b"a", max_new_bytes=8, top_k=3, seed=2) == ens.generate(b"a", max_new_bytes=8, top_k=3, seed=2)

@@ -8,14 +8,14 @@ import math
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer
-
-from bytecover import ByteLM, fim, models
-from bytecover.evaluation.completion_eval import main_fim, suffix_stop
-from bytecover.token_lm import ContextTokenLM
 from real_tokenizers import tokenizer_json
 from reference import RandomTokenLM, ReferenceTokenizer, toy_alphabet, toy_eos_id, toy_tokenizers
 from reference.oracle import RowCache, covers
+from tokenizers import Tokenizer
+
+from bytecover import ByteLM, fim, models
+from bytecover.backends.protocol import ContextTokenLM
+from bytecover.evaluation.completion_eval import main_fim, suffix_stop
 
 
 class SpyLM:
@@ -117,7 +117,7 @@ def test_covers_after_a_context_match_the_oracle(name: str) -> None:
     for user in [alphabet[:1], alphabet[:2], alphabet[:1] * 3]:
         state = blm.state(user)
         state.ready()
-        got = {tuple(t): w for t, w in state.engine.covers()}
+        got = {tuple(c.tokens): c.logprob for c in state.engine.covers()}
         want = {c: rows.logp(c) for c in covers(ref, ref.start_prefix + user)}
         want = {c: w for c, w in want.items() if w > -math.inf}
         assert set(got) == set(want)

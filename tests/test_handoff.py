@@ -17,12 +17,12 @@ import math
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer
-
-from bytecover import ByteLM, Ensemble
 from real_tokenizers import loaded, tokenizer_json
 from reference import MarkovTextLM, RandomTokenLM, ReferenceTokenizer, toy_alphabet, toy_eos_id, toy_tokenizers
 from reference.oracle import RowCache, covers
+from tokenizers import Tokenizer
+
+from bytecover import ByteLM, Ensemble
 
 TOYS = list(toy_tokenizers())
 
@@ -37,7 +37,7 @@ def _toy(name: str):
 def _engine_covers(blm: ByteLM, user: bytes) -> dict[tuple[int, ...], float]:
     state = blm.state(user)
     state.ready()
-    return {tuple(t): w for t, w in state.engine.covers()}
+    return {tuple(c.tokens): c.logprob for c in state.engine.covers()}
 
 
 def _check_covers(blm: ByteLM, ref: ReferenceTokenizer, rows: RowCache, user: bytes) -> None:
@@ -77,16 +77,17 @@ def test_choose_cover_follows_the_weights() -> None:
     lm = RandomTokenLM(hf.get_vocab_size(), seed=2, eos_ids=eos, eos_bias=1.0)
     state = ByteLM(lm, hf, eos_ids=eos).state(b"abab")
     state.ready()
-    weights = {tuple(t): w for t, w in state.engine.covers()}
+    weights = {tuple(c.tokens): c.logprob for c in state.engine.covers()}
     assert len(weights) >= 3
     total = np.logaddexp.reduce(list(weights.values()))
-    assert abs(total - state.distribution()[2]) < 1e-9  # the covers' weights sum to P(x...)
+    assert abs(total - state.distribution().log_prefix) < 1e-9  # the covers' weights sum to P(x...)
     n = 20000
-    counts = collections.Counter(tuple(state.engine.choose_cover((i + 0.5) / n)[0]) for i in range(n))
+    counts = collections.Counter(tuple(state.engine.choose_cover((i + 0.5) / n).tokens) for i in range(n))
     # A sweep of u over a uniform grid lands in each cover's interval in proportion to its width.
     for c, w in weights.items():
         assert abs(counts[c] / n - math.exp(w - total)) <= 2.0 / n, c
-    best, w_best = state.engine.choose_cover(None)
+    chosen = state.engine.choose_cover(None)
+    best, w_best = chosen.tokens, chosen.logprob
     assert w_best == max(weights.values()) and weights[tuple(best)] == w_best
 
 

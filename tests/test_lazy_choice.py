@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from real_tokenizers import tokenizer_json
+from reference import RandomTokenLM, ReferenceTokenizer, oracle_next_byte, toy_alphabet, toy_eos_id, toy_tokenizers
 from tokenizers import Tokenizer
 
 from bytecover import ByteLM
 from bytecover.choice import ChoiceState
 from bytecover.sampling import EOS, SamplingConfig
-from real_tokenizers import tokenizer_json
-from reference import RandomTokenLM, ReferenceTokenizer, oracle_next_byte, toy_alphabet, toy_eos_id, toy_tokenizers
 
 TOYS = list(toy_tokenizers())
 
@@ -53,10 +53,10 @@ def _margin(logprobs: np.ndarray, u: float, temperature: float) -> float:
 def _walk(blm: ByteLM, prompt: bytes, us: list[float | None], temperature: float = 1.0, oracle=None) -> int:
     """Choose len(us) bytes lazily; at each step compare with the full engine. Returns how many
     steps ended before EOS."""
-    state = ChoiceState(blm, prompt)
+    state = ChoiceState(blm.spec, prompt)
     text = prompt
     for i, u in enumerate(us):
-        lp = blm.state(text).distribution()[0]
+        lp = blm.state(text).distribution().logprobs
         if oracle is not None:
             np.testing.assert_allclose(np.exp(lp), np.exp(oracle(text)), atol=1e-9, rtol=0)
         cfg = SamplingConfig(temperature=0.0 if u is None else temperature)
@@ -121,7 +121,7 @@ def test_real_tokenizer_choices_equal_inverse_cdf(name: str, prompt: str, seed: 
 def test_lazy_engine_refuses_the_full_distribution() -> None:
     eos, _, hf = _toy(TOYS[0])
     blm = ByteLM(RandomTokenLM(hf.get_vocab_size(), seed=1, eos_ids=eos), hf, eos_ids=eos)
-    state = ChoiceState(blm, toy_alphabet(TOYS[0])[:1].encode())
+    state = ChoiceState(blm.spec, toy_alphabet(TOYS[0])[:1].encode())
     with pytest.raises(Exception, match="lazy"):
         state.engine.distribution()
     with pytest.raises(ValueError, match="top-k"):

@@ -7,9 +7,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bytecover.speculation import draft, logprobs_with_draft  # noqa: E402
-from bytecover.token_lm import ContextTokenLM, HFTokenLM, TokenLMBase  # noqa: E402
 from test_token_lm import BOS, reference_rows, tiny_llama  # noqa: E402
+
+from bytecover.backends.hf import HFTokenLM  # noqa: E402
+from bytecover.backends.protocol import ContextTokenLM, TokenLMBase  # noqa: E402
+from bytecover.gateway import CallStats, ModelGateway  # noqa: E402
+from bytecover.speculation import draft  # noqa: E402
+
+
+def logprobs_with_draft(token_lm, prefixes, length):
+    """Rows through the gateway, drafting `length` tokens ahead of the first prefix."""
+    return ModelGateway(token_lm, speculate=length).rows(prefixes, CallStats(), draft_ahead=True)
 
 
 def test_draft_follows_the_latest_earlier_occurrence_of_the_longest_suffix() -> None:
@@ -59,7 +67,7 @@ def test_token_lms_without_a_memo_get_plain_calls() -> None:
 
         def logprobs(self, prefixes):
             self.asked.append([list(p) for p in prefixes])
-            return np.zeros((len(prefixes), 5), dtype=np.float32)
+            return np.full((len(prefixes), 5), -np.log(5), dtype=np.float32)
 
     lm = Counting()
     logprobs_with_draft(lm, [[1, 2, 1, 2]], 3)

@@ -14,10 +14,14 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 try:
-    from bytecover.token_lm import HFTokenLM, TokenLM, TokenLMBase, detect_start_ids
+    from bytecover.backends.hf import HFTokenLM
+    from bytecover.backends.protocol import TokenLM, TokenLMBase
+    from bytecover.tokenizer_support import detect_start_ids
 except ImportError:  # source checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-    from bytecover.token_lm import HFTokenLM, TokenLM, TokenLMBase, detect_start_ids
+    from bytecover.backends.hf import HFTokenLM
+    from bytecover.backends.protocol import TokenLM, TokenLMBase
+    from bytecover.tokenizer_support import detect_start_ids
 
 BOS = 1
 SMOLLM2 = Path.home() / ".cache" / "bytecover" / "models" / "smollm2-135m"
@@ -225,7 +229,7 @@ def test_smollm2_knows_paris():
 def test_fast_linears_give_the_same_rows_and_leave_the_model_as_it_was(llama):
     """`W @ x.T` in place of torch's linear (forced on, whatever the start-up timing chose):
     the same rows up to float32 rounding, one row or several, and the model untouched after."""
-    from bytecover.fast_linear import FastLinears
+    from bytecover.backends.fast_linear import FastLinears
 
     lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50)
     assert lm.fast_linears is not None and len(lm.fast_linears.modules) == 2 * 7 + 1  # q k v o gate up down per layer + head

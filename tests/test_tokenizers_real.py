@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from real_tokenizers import HARD_TEXTS, all_names, golden, loaded, special_texts
+from reference.canonical import utf8_incomplete_tail
 
 import bytecover
 from bytecover import _core
-from real_tokenizers import HARD_TEXTS, all_names, golden, loaded, special_texts
-from reference.canonical import utf8_incomplete_tail
 
 NAMES = all_names()
 
@@ -155,12 +155,12 @@ def _sequences(name: str, core, ref, n: int, seed: int = 0) -> list[list[int]]:
         elif kind == 1:  # split one token into a shorter token + the token spelling the rest
             j = rng.randrange(len(enc))
             b = core.token_bytes(enc[j])
-            pre = [t for t, k in trie.tokens_prefixing(b) if k < len(b)]
+            pre = [m.id for m in trie.tokens_prefixing(b) if m.len < len(b)]
             rest = [t for t in trie.tokens_with_prefix(b) if core.token_bytes(t) == b]
             if pre:
                 t = rng.choice(pre)
                 tail = b[len(core.token_bytes(t)) :]
-                rest = [u for u, k in trie.tokens_prefixing(tail) if k == len(tail)]
+                rest = [m.id for m in trie.tokens_prefixing(tail) if m.len == len(tail)]
                 seq = enc[:j] + [t] + rest[:1] + enc[j + 1 :] if rest else enc
             else:
                 seq = enc
@@ -359,9 +359,10 @@ def test_wrong_size_rows_and_nan_rows() -> None:
                 rows[:, 17] = np.nan
             return rows
 
+    from tokenizers import Tokenizer
+
     from bytecover import ByteLM
     from bytecover.models import tokenizer_json
-    from tokenizers import Tokenizer
 
     hf = Tokenizer.from_str(tokenizer_json("smollm2-135m"))
     with pytest.raises(bytecover.InvalidLogitsError):

@@ -13,32 +13,31 @@ largest fraction used.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from . import _core
+from .engine_io import answer_pending, answer_relative
+from .gateway import CallStats
 from .sampling import SamplingConfig
+from .spec import ByteSpec
 
-if TYPE_CHECKING:
-    from .byte_lm import ByteLM
+__all__ = ["ChoiceState"]
 
 
 class ChoiceState:
-    """Byte prefix of a `ByteLM` from which the next byte is chosen (`choose`), then taken
-    (`advance`). `stats` counts model calls, rows and time like `ByteState.stats`."""
+    """Byte prefix from which the next byte is chosen (`choose`), then taken (`advance`)."""
 
-    def __init__(self, lm: ByteLM, prefix: bytes, tolerance: float = 0.0) -> None:
-        from .byte_lm import CallStats, fetch_relative
+    def __init__(self, spec: ByteSpec, prefix: bytes, *, tolerance: float = 0.0) -> None:
+        self.spec = spec
+        self._stats = CallStats()
+        with self._stats.engine_time():
+            self.engine = _core.CoverEngine(spec.core, prefix, list(spec.eos_ids), tolerance=tolerance, lazy=True)
+        # The prompt's groups: scores relative to their shared trunk and all their rows, one request.
+        answer_relative(self.engine, spec.gateway, self._stats, exact_rows=True)
 
-        self.lm = lm
-        self.stats = CallStats()
-        t0 = time.perf_counter()
-        self.engine = _core.CoverEngine(lm.core, prefix, lm.eos_ids, tolerance=tolerance, lazy=True)
-        self.stats.engine_seconds += time.perf_counter() - t0
-        # The prompt's groups: scores relative to their shared trunk and all their rows, one call.
-        fetch_relative(self, exact_rows=True)
+    @property
+    def stats(self) -> CallStats:
+        return self._stats
 
     def choose(self, cfg: SamplingConfig, rng: np.random.Generator) -> int:
         """The next slot (0-255 a byte, 256 EOS) as `cfg` picks it from the exact distribution:
@@ -48,50 +47,30 @@ class ChoiceState:
             raise ValueError("top-k / top-p need the whole next-byte distribution: use ByteLM.state()")
         u = None if cfg.greedy else float(rng.random())
         while True:
-            t0 = time.perf_counter()
-            b = self.engine.decide(u, cfg.temperature if u is not None else 1.0)
-            self.stats.engine_seconds += time.perf_counter() - t0
+            with self._stats.engine_time():
+                b = self.engine.decide(u, cfg.temperature if u is not None else 1.0)
             if b is not None:
                 return int(b)
-            self._fetch(self.engine.pending())
+            answer_pending(self.engine, self.spec.gateway, self._stats)
 
-    def bounds(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """This step's 257 numerators as bounds, all scaled by one factor: (known, undecided by
-        slot, deferred mass that may land on any slot). For combining models (`EnsembleChoice`)."""
-        t0 = time.perf_counter()
-        known, unknown, deferred = self.engine.step_bounds()
-        self.stats.engine_seconds += time.perf_counter() - t0
-        return known, unknown, deferred
+    def bounds(self) -> _core.Bounds:
+        """This step's 257 numerators as bounds, all scaled by one factor (for combining models,
+        `EnsembleChoice`)."""
+        with self._stats.engine_time():
+            return self.engine.step_bounds()
 
     def refine(self) -> bool:
         """One step towards exact numerators: decide the validity of the heaviest undecided
-        tokens, or fetch the heaviest deferred rows (one model call). False when already exact."""
-        t0 = time.perf_counter()
-        step = self.engine.refine()
-        self.stats.engine_seconds += time.perf_counter() - t0
+        tokens, or fetch the heaviest deferred rows (one request). False when already exact."""
+        with self._stats.engine_time():
+            step = self.engine.refine()
         if step == "rows":
-            self._fetch(self.engine.pending())
+            answer_pending(self.engine, self.spec.gateway, self._stats)
         return step != "settled"
 
-    def _fetch(self, pending: list[tuple[int, list[int]]]) -> None:
-        from .speculation import logprobs_with_draft
-
-        t0 = time.perf_counter()
-        tl = self.lm.token_lm
-        calls = getattr(tl, "n_calls", None)
-        rows = logprobs_with_draft(tl, [toks for _, toks in pending], self.lm.speculate)
-        self.stats.model_seconds += time.perf_counter() - t0
-        # Rows drafted by an earlier call are memoised: count the forwards actually run.
-        self.stats.model_calls += 1 if calls is None else tl.n_calls - calls
-        self.stats.rows += len(pending)
-        t0 = time.perf_counter()
-        self.engine.provide_rows([n for n, _ in pending], np.ascontiguousarray(rows))
-        self.stats.engine_seconds += time.perf_counter() - t0
-
     def advance(self, byte: int) -> None:
-        t0 = time.perf_counter()
-        self.engine.advance(byte)
-        self.stats.engine_seconds += time.perf_counter() - t0
+        with self._stats.engine_time():
+            self.engine.advance(byte)
 
     @property
     def error_bound(self) -> float:
@@ -101,5 +80,4 @@ class ChoiceState:
 
     @property
     def text(self) -> bytes:
-        """User bytes so far (the tokenizer's start prefix removed)."""
-        return bytes(self.engine.text)[len(self.lm.core.start_prefix):]
+        return self.spec.user_text(bytes(self.engine.text))

@@ -1,11 +1,16 @@
-"""Command line: `bytecover demo`, `bytecover prepare`, `bytecover eval fim|ensemble`."""
+"""The one command line: `bytecover demo | prepare | models | verify | eval fim | eval ensemble`."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Sequence
+
+from . import convert, install, models, registry
+from .byte_lm import ByteLM
+from .healing import generate_healed, generate_naive
 
 DEMO_PROMPTS = [
     "import numpy as np\nx = np.arr",
@@ -20,16 +25,12 @@ def demo(args: argparse.Namespace) -> int:
     """Naive token-level vs token healing vs exact byte-level continuations of mid-token prompts."""
     from tqdm import tqdm
 
-    from . import models
-    from .byte_lm import ByteLM
-    from .healing import generate_healed, generate_naive
-
     t0 = time.perf_counter()
     print(f"loading {args.model} (first run converts the GGUF into the cache)...", flush=True)
     model = models.load_model(args.model)
     tokenizer = models.load_tokenizer(args.model)
     lm = ByteLM(model, tokenizer)
-    start = list(lm.token_lm.start_ids)  # type: ignore[attr-defined]
+    start = list(getattr(lm.token_lm, "start_ids", []))
     print(f"loaded in {time.perf_counter() - t0:.1f}s\n", flush=True)
     prompts = args.prompt or DEMO_PROMPTS
     rows = []
@@ -48,9 +49,21 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def prepare(args: argparse.Namespace) -> int:
-    from . import models
+    models.prepare(args.names or None)
+    return 0
 
-    models.prepare()
+
+def list_registry(args: argparse.Namespace) -> int:
+    for name in registry.list_models():
+        spec = registry.get_spec(name)
+        state = "converted" if convert.is_converted(name) else "not converted"
+        print(f"{name:22} {state:14} {spec.description}")
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    for name in args.names or registry.list_models():
+        print(f"{name}: sha256 {install.verify_source(name)} ok")
     return 0
 
 
@@ -63,13 +76,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--max-new-bytes", type=int, default=40)
     d.add_argument("--max-new-tokens", type=int, default=16)
     d.set_defaults(func=demo)
-    p = sub.add_parser("prepare", help="install the offline models and convert them into the cache")
+    p = sub.add_parser("prepare", help="install the offline models, check their sha256 and convert them into the cache")
+    p.add_argument("names", nargs="*", help="registry models to prepare (default: all)")
     p.set_defaults(func=prepare)
+    ls = sub.add_parser("models", help="list the registry and what is converted")
+    ls.set_defaults(func=list_registry)
+    v = sub.add_parser("verify", help="re-check the sha256 of the installed GGUF packages")
+    v.add_argument("names", nargs="*")
+    v.set_defaults(func=verify)
     e = sub.add_parser("eval", help="evaluations: fim | ensemble (remaining arguments go to the harness)")
     e.add_argument("which", choices=["fim", "ensemble"])
     e.add_argument("rest", nargs=argparse.REMAINDER)
     e.set_defaults(func=_eval)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[bytecover] %(message)s")
     return int(args.func(args))
 
 

@@ -33,22 +33,31 @@ Zero probabilities (``-inf`` log-probabilities) follow these conventions:
   alpha). With tuning models that share a tokenizer family this never happens.
 * If nothing is left with positive probability, `ZeroMassError` is raised.
 
-The reported bound is the maximum of the members' bounds (bounded-error mode). The second and third
-items of ``distribution()`` are both the ensemble's own log-probability of the bytes advanced since
-the state was made (an ensemble removes no non-canonical mass of its own).
+The reported bound is the maximum of the members' bounds (bounded-error mode). The `NextByte`'s
+``log_prefix`` and ``log_total`` are both the ensemble's own log-probability of the bytes advanced
+since the state was made (an ensemble removes no non-canonical mass of its own).
+
+The combination rules are in `bytecover.ensemble_rules`, the states in `bytecover.ensemble_state`
+(full distributions) and `bytecover.ensemble_choice` (lazy choice from bounds).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from ._core import ZeroMassError
-from .byte_lm import ByteModel, Text, _as_bytes, chosen_bytes
-from .sampling import EOS, SamplingConfig
+from .byte_lm import ByteLM
+from .byte_model import ByteModel
+from .ensemble_choice import EnsembleChoice
+from .ensemble_rules import mixture_logprobs, product_logprobs, proxy_logprobs
+from .ensemble_state import EnsembleState
+from .sampling import SamplingConfig
+from .state_protocol import ByteStep, DistributionState
+from .streaming import Text, as_bytes
 
 __all__ = [
     "Ensemble",
@@ -60,152 +69,9 @@ __all__ = [
 ]
 
 Mode = Literal["mixture", "product"]
-_SLOTS = EOS + 1
-_DEAD = np.full(_SLOTS, -np.inf)
-_DEAD.setflags(write=False)
 
 
-# -- combination rules (pure functions on 257-slot natural-log rows) ------------------------------
-
-
-def _normalise(scores: np.ndarray, what: str) -> np.ndarray:
-    m = float(np.max(scores))
-    if not math.isfinite(m):
-        raise ZeroMassError(f"the {what} gives probability 0 to every next byte and to end-of-text")
-    return scores - (m + math.log(float(np.sum(np.exp(scores - m)))))
-
-
-def _check_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
-    block = np.asarray(np.stack([np.asarray(r, dtype=np.float64) for r in rows]), dtype=np.float64)
-    if block.ndim != 2 or block.shape[1] != _SLOTS:
-        raise ValueError(f"expected rows of {_SLOTS} log-probabilities, got shape {block.shape}")
-    if np.isnan(block).any() or (block == np.inf).any():
-        raise ValueError("member distributions must not contain NaN or +inf")
-    return block
-
-
-def mixture_logprobs(rows: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """``log Σ_i w_i p_i`` renormalised (weights need not sum to 1; all-``-inf`` rows drop out)."""
-    block = _check_rows(rows)
-    w = np.asarray(weights, dtype=np.float64)
-    live = (w > 0) & np.isfinite(block).any(axis=1)
-    if not live.any():
-        raise ZeroMassError("every member of the mixture gives this prefix probability 0")
-    terms = block[live] + np.log(w[live])[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        combined = np.logaddexp.reduce(terms, axis=0)
-    return _normalise(combined, "mixture")
-
-
-def product_logprobs(rows: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """``Σ_i w_i log p_i`` renormalised; members with weight 0 are skipped (no ``0 · -inf``)."""
-    block = _check_rows(rows)
-    w = np.asarray(weights, dtype=np.float64)
-    used = w > 0
-    if not used.any():
-        raise ValueError("at least one weight must be positive")
-    combined = np.sum(block[used] * w[used][:, None], axis=0)
-    return _normalise(combined, "product of experts")
-
-
-def proxy_logprobs(base: np.ndarray, expert: np.ndarray, anti_expert: np.ndarray, alpha: float) -> np.ndarray:
-    """``log p_base + alpha · (log p_expert - log p_anti)`` renormalised (module doc: ``-inf`` rules)."""
-    b, e, a = _check_rows([base, expert, anti_expert])
-    if alpha == 0:
-        return _normalise(b.copy(), "proxy-tuned model")
-    e_fin, a_fin = np.isfinite(e), np.isfinite(a)
-    # Finite part of the tuning term: each side counts where it is finite (0 stands in elsewhere).
-    finite_part = alpha * (np.where(e_fin, e, 0.0) - np.where(a_fin, a, 0.0))
-    # Direction of an infinite term: +1 when alpha·(log e - log a) -> +inf, -1 when -> -inf.
-    direction = np.zeros(_SLOTS)
-    direction[e_fin & ~a_fin] = math.copysign(1.0, alpha)
-    direction[~e_fin & a_fin] = -math.copysign(1.0, alpha)
-    possible = np.isfinite(b) & (direction >= 0)
-    winners = possible & (direction > 0)
-    keep = winners if winners.any() else possible
-    scores = np.where(keep, b + finite_part, -np.inf)
-    return _normalise(scores, "proxy-tuned model")
-
-
-# -- the combined state -------------------------------------------------------------------------
-
-
-class EnsembleState:
-    """One state per member, combined slot by slot; advanced on the same byte for all."""
-
-    def __init__(self, members: Sequence[Any | None], combine: Callable[[list[np.ndarray]], np.ndarray], prefix: bytes) -> None:
-        self.members: list[Any | None] = list(members)
-        """Member states, ``None`` where the member is dead (gives the prefix probability 0)."""
-        self._combine = combine
-        self._text = bytearray(prefix)
-        self._log_prefix = 0.0
-        self._cache: tuple[np.ndarray, float, list[np.ndarray]] | None = None
-
-    def _member_rows(self) -> tuple[list[np.ndarray], float]:
-        rows: list[np.ndarray] = []
-        bound = 0.0
-        for i, m in enumerate(self.members):
-            if m is None:
-                rows.append(_DEAD)
-                continue
-            try:
-                lp, _, _, b = m.distribution()
-            except ZeroMassError:
-                self.members[i] = None
-                rows.append(_DEAD)
-                continue
-            rows.append(np.asarray(lp, dtype=np.float64))
-            bound = max(bound, float(b))
-        return rows, bound
-
-    def _combined(self) -> tuple[np.ndarray, float, list[np.ndarray]]:
-        if self._cache is None:
-            rows, bound = self._member_rows()
-            self._cache = (self._combine(rows), bound, rows)
-        return self._cache
-
-    def distribution(self) -> tuple[np.ndarray, float, float, float]:
-        """(257 combined log-probabilities, log P, log P, max member bound); P is the ensemble's
-        probability of the bytes advanced since this state was made."""
-        lp, bound, _ = self._combined()
-        return lp, self._log_prefix, self._log_prefix, bound
-
-    def logprobs(self) -> np.ndarray:
-        return self._combined()[0]
-
-    def member_logprobs(self) -> list[np.ndarray]:
-        """Each member's own next-byte distribution (all ``-inf`` for a dead member)."""
-        return list(self._combined()[2])
-
-    def advance(self, byte: int) -> None:
-        """Append `byte` (0-255) for every member; a member that gave it probability 0 dies."""
-        byte = int(byte)
-        if not 0 <= byte < 256:
-            raise ValueError(f"can only advance on a byte 0-255, got {byte}")
-        lp, _, rows = self._combined()
-        for i, m in enumerate(self.members):
-            if m is None:
-                continue
-            if rows[i][byte] == -np.inf:
-                self.members[i] = None
-            else:
-                m.advance(byte)
-        self._log_prefix += float(lp[byte])
-        self._text.append(byte)
-        self._cache = None
-
-    @property
-    def text(self) -> bytes:
-        """User bytes so far (prompt + advanced bytes)."""
-        return bytes(self._text)
-
-    @property
-    def stats(self) -> list[Any]:
-        """Each live member's ``stats`` (e.g. `CallStats`), ``None`` for dead or stat-less ones."""
-        return [getattr(m, "stats", None) if m is not None else None for m in self.members]
-
-
-def _check_models(lms: Sequence[Any], what: str) -> list[Any]:
+def _check_models(lms: Sequence[Any], what: str) -> list[ByteModel]:
     if isinstance(lms, (str, bytes)) or not isinstance(lms, Sequence):
         raise TypeError(f"{what} must be a list of byte-level models")
     out = list(lms)
@@ -217,22 +83,23 @@ def _check_models(lms: Sequence[Any], what: str) -> list[Any]:
     return out
 
 
-def _member_state(model: Any, make: Callable[[Any], Any]) -> Any | None:
+def _member_state(model: ByteModel, make: Callable[[ByteModel], DistributionState]) -> DistributionState | None:
     try:
         return make(model)
     except ZeroMassError:
         return None
 
 
-class _Combined(ByteModel):
-    """Shared plumbing: member states from a prefix, or scoring states prefetched per member."""
+class CombinedModel(ByteModel):
+    """Shared plumbing of `Ensemble` and `ProxyTuned`: member states from a prefix, or scoring
+    states prefetched per member."""
 
-    models: list[Any]
+    models: list[ByteModel]
 
     def _combine(self, rows: list[np.ndarray]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _make(self, prefix: bytes, make: Callable[[Any], Any]) -> EnsembleState:
+    def _make(self, prefix: bytes, make: Callable[[ByteModel], DistributionState]) -> EnsembleState:
         members = [_member_state(m, make) for m in self.models]
         state = EnsembleState(members, self._combine, prefix)
         if all(m is None for m in members):
@@ -241,14 +108,14 @@ class _Combined(ByteModel):
 
     def state(self, prefix: Text = b"") -> EnsembleState:
         """Combined state after `prefix` (every member conditioned on the same bytes)."""
-        data = _as_bytes(prefix)
+        data = as_bytes(prefix)
         return self._make(data, lambda m: m.state(data))
 
-    def _scoring_state(self, data: bytes) -> EnsembleState:
-        return self._make(b"", lambda m: m._scoring_state(data) if hasattr(m, "_scoring_state") else m.state(b""))
+    def scoring_state(self, data: bytes) -> EnsembleState:
+        return self._make(b"", lambda m: m.scoring_state(data))
 
 
-class Ensemble(_Combined):
+class Ensemble(CombinedModel):
     """Models with any tokenizers combined per byte: a weighted mixture or a product of experts.
 
     ``Ensemble([lm_a, lm_b])`` mixes two models equally; ``weights=[3, 1]`` gives the first three
@@ -280,23 +147,17 @@ class Ensemble(_Combined):
         self.weights: np.ndarray = w / w.sum()
         """Normalised weights (sum to 1)."""
 
-    def _byte_chunks(self, prompt: Text, cfg: SamplingConfig, rng: np.random.Generator) -> Generator[bytes, None, None]:
-        """Byte by byte. When every member is a `ByteLM`, greedy and temperature sampling choose
-        each byte from bounds on the members' distributions (`EnsembleChoice`: the byte the full
-        combination gives, with the members' model calls only where the bounds need them);
-        otherwise, and for top-k / top-p, from the full combined distribution."""
-        from .byte_lm import ByteLM
-        from .ensemble_choice import EnsembleChoice
-
+    def choice_state(self, prompt: bytes, cfg: SamplingConfig) -> ByteStep:
+        """When every member is a `ByteLM`, greedy and temperature sampling choose each byte from
+        bounds on the members' distributions (`EnsembleChoice`: the byte the full combination
+        gives, with the members' model calls only where the bounds need them); otherwise, and for
+        top-k / top-p, from the full combined distribution."""
         if cfg.top_k is not None or cfg.top_p is not None or not all(isinstance(m, ByteLM) for m in self.models):
-            yield from super()._byte_chunks(prompt, cfg, rng)
-            return
-        data = _as_bytes(prompt)
-        for m in self.models:
-            m._check_prompt(data)
-        state = EnsembleChoice(self.models, self.weights, self.mode, data)
-        self.last_state = state
-        yield from chosen_bytes(state, lambda: state.choose(cfg, rng))
+            return self.state(prompt)
+        specs = [m.spec for m in self.models if isinstance(m, ByteLM)]
+        for spec in specs:
+            spec.check_prompt(prompt)
+        return EnsembleChoice(specs, self.weights, self.mode, prompt)
 
     def _combine(self, rows: list[np.ndarray]) -> np.ndarray:
         if self.mode == "mixture":
@@ -307,7 +168,7 @@ class Ensemble(_Combined):
         return f"Ensemble({len(self.models)} models, weights={np.round(self.weights, 4).tolist()}, mode={self.mode!r})"
 
 
-class ProxyTuned(_Combined):
+class ProxyTuned(CombinedModel):
     """Proxy tuning in bytes: ``p ∝ p_base · (p_expert / p_anti_expert) ** alpha``.
 
     Typically the expert is a small tuned model and the anti-expert its untuned version, steering a

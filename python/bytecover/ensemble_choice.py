@@ -24,18 +24,17 @@ benches/bench_generate.py (row "ensemble") measures what it bought.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
 from ._core import ZeroMassError
 from .choice import ChoiceState
-from .sampling import EOS, SamplingConfig
+from .gateway import CallStats
+from .sampling import EOS, N_SLOTS, SamplingConfig
+from .spec import ByteSpec
 
-if TYPE_CHECKING:
-    from .byte_lm import ByteLM, CallStats
-
-_SLOTS = EOS + 1
+__all__ = ["EnsembleChoice", "member_bounds", "decide"]
 
 
 def member_bounds(known: np.ndarray, unknown: np.ndarray, deferred: float) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +52,7 @@ def decide(lo: np.ndarray, hi: np.ndarray, u: float | None, temperature: float) 
     1/temperature picks for every weight vector between `lo` and `hi`, or None if that depends."""
     if u is None:
         a = int(np.argmax(lo))
-        below = np.arange(_SLOTS) < a
+        below = np.arange(N_SLOTS) < a
         beats = np.where(below, lo[a] > hi, lo[a] >= hi)
         beats[a] = True
         return a if bool(beats.all()) else None
@@ -74,14 +73,14 @@ class EnsembleChoice:
     (`choose`), then taken (`advance`); one lazy `ChoiceState` per member with positive weight.
     Always exact: the members' bounded-error tolerances are not used here."""
 
-    def __init__(self, lms: Sequence[ByteLM], weights: np.ndarray, mode: Literal["mixture", "product"], prefix: bytes) -> None:
+    def __init__(self, specs: Sequence[ByteSpec], weights: np.ndarray, mode: Literal["mixture", "product"], prefix: bytes) -> None:
         used = [i for i, w in enumerate(weights) if w > 0]
         self.weights = np.asarray([weights[i] for i in used], dtype=np.float64)
         self.mode = mode
         self.members: list[ChoiceState | None] = []
         for i in used:
             try:
-                self.members.append(ChoiceState(lms[i], prefix))
+                self.members.append(ChoiceState(specs[i], prefix))
             except ZeroMassError:
                 self.members.append(None)
         # Each member's probability bounds, recomputed only for the member a refinement touched
@@ -102,7 +101,7 @@ class EnsembleChoice:
             if b is not None:
                 return b
             # Slots that can still be picked: all when sampling, else those that can beat the leader.
-            focus = np.ones(_SLOTS, dtype=bool) if u is not None else hi >= lo[int(np.argmax(lo))]
+            focus = np.ones(N_SLOTS, dtype=bool) if u is not None else hi >= lo[int(np.argmax(lo))]
             widths = [-1.0 if m is None else w * float((mh - ml)[focus].sum()) for m, w, (ml, mh) in zip(self.members, self.weights, per_member)]
             i = int(np.argmax(widths))
             member = self.members[i]
@@ -116,10 +115,11 @@ class EnsembleChoice:
             if self._bounds[i] is not None:
                 continue
             if m is not None:
-                known, unknown, deferred = m.bounds()
-                if known.sum() == 0 and unknown.sum() == 0 and deferred == 0:
+                b = m.bounds()
+                known, unknown = np.asarray(b.known), np.asarray(b.unknown)
+                if known.sum() == 0 and unknown.sum() == 0 and b.deferred == 0:
                     self.members[i] = m = None  # it gives this prefix probability 0
-            self._bounds[i] = (np.zeros(_SLOTS), np.zeros(_SLOTS)) if m is None else member_bounds(known, unknown, deferred)
+            self._bounds[i] = (np.zeros(N_SLOTS), np.zeros(N_SLOTS)) if m is None else member_bounds(known, unknown, b.deferred)
         if all(m is None for m in self.members):
             raise ZeroMassError(f"every member of the ensemble gives the prefix {bytes(self._text)!r} probability 0")
         return [b for b in self._bounds if b is not None]
@@ -156,6 +156,15 @@ class EnsembleChoice:
         return bytes(self._text)
 
     @property
-    def stats(self) -> list[CallStats | None]:
+    def member_stats(self) -> list[CallStats | None]:
         """Each live member's call counts and times, ``None`` for members that dropped out."""
         return [m.stats if m is not None else None for m in self.members]
+
+    @property
+    def stats(self) -> CallStats:
+        """The live members' costs, summed."""
+        total = CallStats()
+        for s in self.member_stats:
+            if s is not None:
+                total.add(s)
+        return total

@@ -30,56 +30,21 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .byte_lm import ByteLM, Text, _as_bytes, _emit
+from .byte_lm import ByteLM
+from .fim_templates import TEMPLATES, FimTemplate, detect_in_vocab
 from .handoff import decode_tokens
 from .healing import heal_prompt
 from .sampling import SamplingConfig
+from .streaming import Text, as_bytes, emit
 
 __all__ = ["FimTemplate", "TEMPLATES", "detect_template", "complete", "METHODS"]
 
 METHODS = ("token", "heal", "bytes")
 
 
-@dataclass(frozen=True)
-class FimTemplate:
-    """Sentinel token strings of one model family and the orders it was trained with."""
-
-    name: str
-    prefix: str
-    suffix: str
-    middle: str
-    end: tuple[str, ...]
-    orders: tuple[str, ...] = ("psm",)
-
-
-TEMPLATES: dict[str, FimTemplate] = {
-    t.name: t
-    for t in (
-        FimTemplate("qwen2.5-coder", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>")),
-        FimTemplate("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", ("<|endoftext|>", "<file_sep>"), ("psm", "spm")),
-        FimTemplate("codellama", "▁<PRE>", "▁<SUF>", "▁<MID>", ("▁<EOT>",), ("psm", "spm")),
-        FimTemplate("deepseek-coder", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", ("<|EOT|>", "<｜end▁of▁sentence｜>")),
-    )
-}
-
-
-def _vocab(tokenizer: Any) -> dict[str, int]:
-    return dict(tokenizer.get_vocab())
-
-
 def detect_template(tokenizer: Any) -> FimTemplate:
     """The template whose three sentinels are all tokens of `tokenizer`."""
-    return _detect(_vocab(tokenizer))
-
-
-def _detect(vocab: dict[str, int]) -> FimTemplate:
-    for t in TEMPLATES.values():
-        if all(s in vocab for s in (t.prefix, t.suffix, t.middle)):
-            return t
-    raise ValueError(
-        "the tokenizer has no known fill-in-the-middle sentinels (known: "
-        + ", ".join(TEMPLATES) + "); pass template=FimTemplate(...) with its own token strings"
-    )
+    return detect_in_vocab(dict(tokenizer.get_vocab()))
 
 
 @dataclass(frozen=True)
@@ -154,27 +119,27 @@ def complete(
     if bytewise and method != "bytes":
         raise ValueError("bytewise=True applies to method='bytes' only")
     as_str = isinstance(prefix, str)
-    pre = _as_bytes(prefix)
+    pre = as_bytes(prefix)
     ends: list[int] = []
     sentinels = None
     if suffix is not None:
-        vocab = _vocab(lm.tokenizer)  # read once: a large vocabulary costs milliseconds to copy
-        template = template or _detect(vocab)
+        vocab = dict(lm.tokenizer.get_vocab())  # read once: a large vocabulary costs milliseconds to copy
+        template = template or detect_in_vocab(vocab)
         if order not in template.orders:
             raise ValueError(f"{template.name} is trained with {'/'.join(template.orders)} order only, not {order!r}")
         ends = [vocab[e] for e in template.end if e in vocab]
         sentinels = (vocab[template.prefix], vocab[template.suffix], vocab[template.middle])
-    plan = _plan(lm, sentinels, pre, None if suffix is None else _as_bytes(suffix), method, order)
+    plan = _plan(lm, sentinels, pre, None if suffix is None else as_bytes(suffix), method, order)
     twin = lm.with_context(plan.head, eos_ids=sorted(set(lm.eos_ids) | set(ends)))
-    stops = [_as_bytes(s) for s in (stop or [])]
+    stops = [as_bytes(s) for s in (stop or [])]
     if method == "bytes":
         out = twin.generate(plan.prompt, max_new_bytes=max_new_bytes, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stops, bytewise=bytewise)
         text = out if isinstance(out, bytes) else out.encode()
     else:
-        twin._check_prompt(pre)
+        twin.spec.check_prompt(pre)
         cfg = SamplingConfig(temperature, top_k, top_p)
         # Text that starts a new segment starts with the tokenizer's dummy prefix, if it has one.
         owed = plan.owed if plan.kept else lm.core.start_prefix + plan.owed
-        chunks = decode_tokens(twin, list(plan.kept), cfg, np.random.default_rng(seed), owed=owed)
-        text = b"".join(_emit(chunks, max_new_bytes, stops, False))  # type: ignore[arg-type]
+        chunks = decode_tokens(twin.spec, list(plan.kept), cfg, np.random.default_rng(seed), owed=owed)
+        text = b"".join(as_bytes(p) for p in emit(chunks, max_new_bytes, stops, False))
     return text.decode("utf-8", errors="replace") if as_str else text

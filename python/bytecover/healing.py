@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from . import _core
 
 
@@ -58,8 +56,8 @@ class TokenHealingProcessor:
 def heal_prompt(core: _core.Tokenizer, prompt: bytes) -> tuple[list[int], bytes]:
     """(kept prompt tokens, removed bytes) for a user prompt."""
     tokens = core.encode(prompt)
-    keep, removed = _core.TokenHealer(core).plan(tokens)
-    return tokens[:keep], bytes(removed)
+    plan = _core.TokenHealer(core).plan(tokens)
+    return tokens[: plan.keep], bytes(plan.removed)
 
 
 def generate_healed(model: Any, tokenizer: Any, core: _core.Tokenizer, prompt: str, max_new_tokens: int = 32, start_ids: list[int] | None = None) -> str:
@@ -97,10 +95,3 @@ def _generate(model: Any, tokenizer: Any, core: _core.Tokenizer, prompt: str, ma
     if removed:
         text = text[len(removed):] if text.startswith(removed) else text
     return text.decode("utf-8", errors="replace")
-
-
-def as_numpy_mask(core: _core.Tokenizer, owed: bytes, width: int) -> np.ndarray:
-    """Boolean mask of allowed ids (for callers outside transformers)."""
-    m = np.zeros(width, dtype=bool)
-    m[[a for a in _core.TokenHealer(core).allowed(owed) if a < width]] = True
-    return m

@@ -14,6 +14,9 @@ import numpy as np
 EOS = 256
 """Index of the end-of-text slot in every byte distribution."""
 
+N_SLOTS = EOS + 1
+"""Slots of a next-byte distribution: the 256 bytes, then end of text."""
+
 
 @dataclass(frozen=True)
 class SamplingConfig:

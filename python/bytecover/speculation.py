@@ -18,7 +18,6 @@ time. `benches/bench_generate.py` measures it (methods with and without drafts).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -47,17 +46,3 @@ def draft(tokens: Sequence[int], length: int) -> list[int]:
                 if follow.size:
                     return [int(t) for t in follow]
     return []
-
-
-def logprobs_with_draft(token_lm: Any, prefixes: list[Sequence[int]], length: int) -> np.ndarray:
-    """``token_lm.logprobs(prefixes)``; when that needs a model call and the token LM keeps rows
-    (``keeps_rows``, ``has_row``), the same call also computes the rows along a prompt-lookup
-    draft after the first prefix, kept for later requests."""
-    if length > 0 and prefixes and getattr(token_lm, "keeps_rows", False) and not token_lm.has_row(prefixes[0]):
-        first = list(prefixes[0])
-        ahead = draft(first, length)
-        extra = [first + ahead[: i + 1] for i in range(len(ahead))]
-        extra = [p for p in extra if not token_lm.has_row(p)]
-        if extra:
-            return token_lm.logprobs(list(prefixes) + extra)[: len(prefixes)]
-    return token_lm.logprobs(list(prefixes))

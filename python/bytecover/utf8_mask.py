@@ -83,15 +83,3 @@ class Utf8Masks:
                     mask[i] = True
             self._masks[state] = mask
         return mask
-
-
-def masks_for(core: Any, width: int) -> Utf8Masks:
-    """The shared `Utf8Masks` of a tokenizer core (one per core object and row width)."""
-    cache = _CACHE.get(id(core))
-    if cache is None or cache[0] is not core or cache[1].width != width:
-        cache = (core, Utf8Masks(core, width))
-        _CACHE[id(core)] = cache
-    return cache[1]
-
-
-_CACHE: dict[int, tuple[Any, Utf8Masks]] = {}

@@ -2,6 +2,7 @@
 //! requested node, float32 or float64, C-contiguous) and are read in place.
 
 use crate::errors::{IntoPy, LogitsShapeError};
+use crate::results::{self, Bounds, Cover, Group, HealPlan, NextByte, Request, Requests};
 use crate::tokenizer::PyTokenizer;
 use bytecover_core::engine::{CoverChoice, CoverEngine, EngineConfig, Pick, Refinement};
 use bytecover_core::{healing, TokenId};
@@ -50,10 +51,10 @@ impl PyCoverEngine {
         py.detach(move || CoverEngine::new(c, t, &p, vec![], EngineConfig::default()).map(|e| e.all_prefixes())).py_err()
     }
 
-    /// (row requests, score requests): lists of (node id, token ids).
-    fn requests(&self) -> (Vec<(usize, Vec<TokenId>)>, Vec<(usize, Vec<TokenId>)>) {
+    /// What the current step needs: next-token rows and sequence probabilities.
+    fn requests(&self, py: Python<'_>) -> PyResult<Requests> {
         let r = self.inner.requests();
-        (r.rows, r.scores)
+        Ok(Requests { rows: results::requests(py, r.rows)?, scores: results::requests(py, r.scores)? })
     }
 
     /// Rows for `nodes`, in order: a (len(nodes), n_logits) float32/float64 array.
@@ -81,10 +82,15 @@ impl PyCoverEngine {
         nodes.iter().zip(scores).try_for_each(|(&n, s)| self.inner.provide_score(n, s)).py_err()
     }
 
-    /// (log-probabilities over 257 slots, log Σ numerators, log P(x...), skipped-mass bound).
-    fn distribution<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray1<f64>>, f64, f64, f64)> {
+    /// The next-byte distribution of the current step (its rows and scores provided).
+    fn distribution(&self, py: Python<'_>) -> PyResult<NextByte> {
         let d = self.inner.distribution().py_err()?;
-        Ok((PyArray1::from_slice(py, &d.logprobs), d.log_total, d.log_prefix, d.skipped_bound))
+        Ok(NextByte {
+            logprobs: PyArray1::from_slice(py, &d.logprobs).unbind(),
+            log_total: d.log_total,
+            log_prefix: d.log_prefix,
+            error_bound: d.skipped_bound,
+        })
     }
 
     fn advance(&mut self, py: Python<'_>, byte: u8) -> PyResult<()> {
@@ -93,15 +99,16 @@ impl PyCoverEngine {
     }
 
     /// Every cover of the current prefix with log p(cover) (see `bytecover_core::engine::covers`).
-    fn covers(&self) -> PyResult<Vec<(Vec<TokenId>, f64)>> {
-        self.inner.covers().py_err()
+    fn covers(&self) -> PyResult<Vec<Cover>> {
+        Ok(self.inner.covers().py_err()?.into_iter().map(|(tokens, logprob)| Cover { tokens, logprob }).collect())
     }
 
     /// One cover and its log-probability: drawn with the uniform number `u`, or the most likely
     /// when `u` is None. Needs the rows of the current step (call `requests()` first).
     #[pyo3(signature = (u=None))]
-    fn choose_cover(&self, u: Option<f64>) -> PyResult<(Vec<TokenId>, f64)> {
-        self.inner.choose_cover(u.map_or(CoverChoice::MostLikely, CoverChoice::Sample)).py_err()
+    fn choose_cover(&self, u: Option<f64>) -> PyResult<Cover> {
+        let (tokens, logprob) = self.inner.choose_cover(u.map_or(CoverChoice::MostLikely, CoverChoice::Sample)).py_err()?;
+        Ok(Cover { tokens, logprob })
     }
 
     /// Lazy engines: the next slot (0-255 a byte, 256 EOS) for the uniform number `u` at
@@ -114,11 +121,14 @@ impl PyCoverEngine {
         py.detach(|| inner.decide(pick)).py_err()
     }
 
-    /// Lazy engines: bounds on this step's 257 numerators, scaled by one common factor:
-    /// (known, undecided by slot, deferred mass that may land on any slot).
-    fn step_bounds<'py>(&mut self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>, f64)> {
+    /// Lazy engines: bounds on this step's 257 numerators, scaled by one common factor.
+    fn step_bounds(&mut self, py: Python<'_>) -> PyResult<Bounds> {
         let b = self.inner.step_bounds().py_err()?;
-        Ok((PyArray1::from_slice(py, &b.known), PyArray1::from_slice(py, &b.unknown), b.deferred))
+        Ok(Bounds {
+            known: PyArray1::from_slice(py, &b.known).unbind(),
+            unknown: PyArray1::from_slice(py, &b.unknown).unbind(),
+            deferred: b.deferred,
+        })
     }
 
     /// Lazy engines: one refinement step: "checked" (validity of some tokens decided), "rows"
@@ -137,9 +147,9 @@ impl PyCoverEngine {
         self.inner.error_bound()
     }
 
-    /// (node id, token ids) of the rows the last `decide` returning None asked for.
-    fn pending(&self) -> Vec<(usize, Vec<TokenId>)> {
-        self.inner.pending()
+    /// The rows the last `decide` (returning None) or `refine` (returning "rows") asked for.
+    fn pending(&self, py: Python<'_>) -> PyResult<Vec<Py<Request>>> {
+        results::requests(py, self.inner.pending())
     }
 
     /// Internal bytes so far (start prefix included).
@@ -148,20 +158,15 @@ impl PyCoverEngine {
         PyBytes::new(py, self.inner.text())
     }
 
-    /// (node id, end offset) of every group.
-    fn groups(&self) -> Vec<(usize, usize)> {
-        self.inner.group_nodes()
+    /// Every cover group: its token prefix (node) and the byte offset that prefix ends at.
+    fn groups(&self) -> Vec<Group> {
+        self.inner.group_nodes().into_iter().map(|(node, end)| Group { node, end }).collect()
     }
 
     fn tokens(&self, node: usize) -> Vec<TokenId> {
         self.inner.tokens(node)
     }
 
-    /// Counters: validity checks, mask cache hits, rows received, nodes created / skipped.
-    fn stats(&self) -> (u64, u64, u64, u64, u64) {
-        let s = &self.inner.stats;
-        (s.validity_checks, s.mask_cache_hits, s.rows_received, s.nodes_created, s.nodes_skipped)
-    }
 }
 
 impl PyCoverEngine {
@@ -182,11 +187,11 @@ impl PyTokenHealer {
     fn new(tokenizer: Py<PyTokenizer>) -> Self {
         Self { tok: tokenizer }
     }
-    /// (number of tokens kept, removed bytes).
-    fn plan<'py>(&self, py: Python<'py>, tokens: Vec<TokenId>) -> (usize, Bound<'py, PyBytes>) {
+    /// How many of `tokens` to keep and which bytes to regenerate after them.
+    fn plan(&self, tokens: Vec<TokenId>) -> HealPlan {
         let t = self.tok.get();
         let p = healing::plan(t.inner.vocab(), &t.trie, &tokens);
-        (p.keep, PyBytes::new(py, &p.removed))
+        HealPlan { keep: p.keep, removed: p.removed }
     }
     /// Ids consistent with the bytes still to be produced.
     fn allowed(&self, remaining: &[u8]) -> Vec<TokenId> {

@@ -4,6 +4,7 @@
 
 mod engine;
 mod errors;
+mod results;
 mod tokenizer;
 
 use pyo3::prelude::*;
@@ -15,6 +16,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tokenizer::PyTrie>()?;
     m.add_class::<engine::PyCoverEngine>()?;
     m.add_class::<engine::PyTokenHealer>()?;
+    m.add_class::<results::NextByte>()?;
+    m.add_class::<results::Bounds>()?;
+    m.add_class::<results::Request>()?;
+    m.add_class::<results::Requests>()?;
+    m.add_class::<results::Cover>()?;
+    m.add_class::<results::Group>()?;
+    m.add_class::<results::HealPlan>()?;
+    m.add_class::<results::TokenMatch>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

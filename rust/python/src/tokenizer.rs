@@ -1,6 +1,7 @@
 //! `Tokenizer` (vocabulary bytes + canonical encoding + validity) and `Trie` (subtree masses).
 
 use crate::errors::{IntoPy, LogitsShapeError};
+use crate::results::TokenMatch;
 use bytecover_core::{trie::LogRow, Canonicalizer, TokenId, TokenTrie};
 use numpy::{PyArray1, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -68,11 +69,6 @@ impl PyTokenizer {
         let text = text.to_vec();
         py.detach(|| self.inner.encode_text(&text)).py_err()
     }
-    /// Canonical encoding of internal bytes (start prefix already included).
-    fn encode_internal(&self, py: Python<'_>, data: &[u8]) -> PyResult<Vec<TokenId>> {
-        let data = data.to_vec();
-        py.detach(|| self.inner.encode(&data)).py_err()
-    }
     /// Concatenated token bytes (internal: includes the start prefix if the tokens spell it).
     fn decode<'py>(&self, py: Python<'py>, ids: Vec<TokenId>) -> PyResult<Bound<'py, PyBytes>> {
         let b = self.inner.decode(&ids).py_err()?;
@@ -83,20 +79,6 @@ impl PyTokenizer {
     }
     fn is_valid(&self, py: Python<'_>, ids: Vec<TokenId>) -> PyResult<bool> {
         py.detach(|| self.inner.is_valid(&ids)).py_err()
-    }
-    /// Whether `ids + [next]` is valid, given that `ids` is.
-    fn can_extend(&self, py: Python<'_>, ids: Vec<TokenId>, next: TokenId) -> PyResult<bool> {
-        py.detach(|| {
-            let mut all = ids.clone();
-            all.push(next);
-            let bytes = self.inner.decode(&ids)?;
-            let lens: Vec<usize> = ids.iter().map(|&t| self.inner.vocab().token_bytes(t).map_or(0, <[u8]>::len)).collect();
-            let (at, k) = self.inner.anchor(&bytes, &lens);
-            let mut text = bytes[at..].to_vec();
-            text.extend_from_slice(self.inner.vocab().token_bytes(next).ok_or(bytecover_core::Error::SpecialToken(next))?);
-            Ok(self.inner.valid_from(&text, &all[k..]))
-        })
-        .py_err()
     }
     fn trie(&self) -> PyTrie {
         PyTrie { trie: self.trie.clone(), n_logits: self.inner.vocab().n_logits() }
@@ -192,8 +174,8 @@ impl PyTrie {
         self.trie.tokens_with_prefix(prefix)
     }
     /// Tokens that are prefixes of `data`, as (id, length), shortest first.
-    fn tokens_prefixing(&self, data: &[u8]) -> Vec<(TokenId, usize)> {
-        self.trie.tokens_prefixing(data)
+    fn tokens_prefixing(&self, data: &[u8]) -> Vec<TokenMatch> {
+        self.trie.tokens_prefixing(data).into_iter().map(|(id, len)| TokenMatch { id, len }).collect()
     }
     fn __len__(&self) -> usize {
         self.trie.len()

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bytecover.models import building_dir, cache_root, file_lock, is_complete, sha256_file
+from bytecover.cache import building_dir, cache_root, file_lock, is_complete, sha256_file
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -393,7 +393,7 @@ def _mistral_model_file() -> Path:
     module, rel = _MISTRAL_FILE
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        from bytecover.models import install_packages
+        from bytecover.install import install_packages
 
         install_packages([_MISTRAL_PIN])
         importlib.invalidate_caches()
@@ -460,8 +460,8 @@ def _spm_tokenizer_json(sp: Any) -> JsonDict:
 def _convert_mistral(asset: TokenizerAsset, out: Path) -> None:
     """SentencePiece model -> tokenizer.json (our own conversion; transformers' needs protobuf)."""
     import sentencepiece as spm
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
 
     sp = spm.SentencePieceProcessor(model_file=str(_mistral_model_file()))
     tj = _spm_tokenizer_json(sp)
@@ -568,3 +568,18 @@ def golden_report(name: str) -> tuple[int, int, list[tuple[str, list[int], list[
         if got != ids:
             bad.append((text, ids, got))
     return len(cases) - len(bad), len(cases), bad
+
+
+def prepare_all() -> None:
+    """Build every fixture (the test command runs this once before pytest)."""
+    import time
+
+    for name in tokenizer_names():
+        t0 = time.perf_counter()
+        path = ensure_tokenizer(name)
+        print(f"[bytecover] tokenizer fixture {name}: {path} ({time.perf_counter() - t0:.1f} s)")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="[bytecover] %(message)s")
+    prepare_all()

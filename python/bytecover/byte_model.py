@@ -1,0 +1,130 @@
+"""`ByteModel`: what every byte-level model offers once it can make states: next-byte
+distributions, sampling, streaming and scoring. `ByteLM`, `Ensemble` and `ProxyTuned` share it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .sampling import EOS, SamplingConfig
+from .state_protocol import ByteStep, DistributionState
+from .streaming import Text, as_bytes, emit
+
+__all__ = ["ByteModel", "Score", "chosen_bytes"]
+
+
+@dataclass
+class Score:
+    """Byte-level likelihood of a text."""
+
+    logprob: float
+    """Natural log of P(text, then end of text)."""
+    prefix_logprob: float
+    """Natural log of P(the text starts with these bytes)."""
+    per_byte: np.ndarray
+    """Surprisal of each byte in bits, given the bytes before it."""
+    noncanonical_nats: float
+    """Mass the model put on token sequences no text encodes to, removed by the engine (nats)."""
+    n_bytes: int = field(default=0)
+
+    @property
+    def bits_per_byte(self) -> float:
+        return float(-self.prefix_logprob / (max(self.n_bytes, 1) * math.log(2)))
+
+
+def chosen_bytes(state: ByteStep, cfg: SamplingConfig, rng: np.random.Generator) -> Iterator[bytes]:
+    """One byte at a time as `state.choose` picks it, until EOS. `state.advance` runs only when
+    the consumer asks for another byte, so no model call is spent on a byte nobody reads."""
+    while True:
+        b = state.choose(cfg, rng)
+        if b == EOS:
+            return
+        yield bytes((b,))
+        state.advance(b)
+
+
+class ByteModel:
+    """Base of every byte-level model: subclasses say how to make states."""
+
+    last_state: ByteStep | None = None
+    """The state of the most recent `stream`/`generate` call (its `stats` say what it cost)."""
+
+    supports_handoff = False
+    """Whether `stream` can hand off to token-level decoding (one model, see `ByteLM`)."""
+
+    def state(self, prefix: Text = b"") -> DistributionState:  # pragma: no cover - abstract
+        """The state after `prefix`, giving the whole next-byte distribution."""
+        raise NotImplementedError
+
+    def scoring_state(self, data: bytes) -> DistributionState:
+        """The empty-prefix state `score` advances through `data` (subclasses may prefetch the
+        model rows the whole text needs)."""
+        return self.state(b"")
+
+    def choice_state(self, prompt: bytes, cfg: SamplingConfig) -> ByteStep:
+        """The state byte-by-byte decoding chooses from (subclasses may choose lazily)."""
+        return self.state(prompt)
+
+    def handoff_chunks(self, prompt: Text, cfg: SamplingConfig, rng: np.random.Generator) -> Iterator[bytes]:  # pragma: no cover - abstract
+        """Bytes after `prompt` from one exact cover and then token decoding (`supports_handoff`)."""
+        raise NotImplementedError
+
+    def next_byte_logprobs(self, prefix: Text = b"") -> np.ndarray:
+        """Exact natural-log next-byte distribution, shape (257,): bytes 0-255, then EOS."""
+        return np.asarray(self.state(prefix).distribution().logprobs)
+
+    def stream(self, prompt: Text, *, max_new_bytes: int = 256, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None, stop: Sequence[Text] | None = None, bytewise: bool | None = None) -> Iterator[Text]:
+        """Yield the continuation piece by piece as it is decided (str pieces hold whole characters).
+
+        Two paths give the same distribution: byte by byte (every byte drawn from the exact
+        next-byte distribution), and the hand-off (one cover of the prompt drawn exactly, then
+        ordinary token decoding; `ByteLM` only). ``bytewise=None`` takes the hand-off whenever it
+        is the same distribution: plain sampling (temperature 1, no top-k/top-p). With other
+        controls it decodes byte by byte, since they act on bytes; ``bytewise=False`` forces the
+        hand-off and applies them to tokens instead (like ``model.generate``; greedy then takes
+        the most likely cover and then the most likely tokens).
+        """
+        cfg = SamplingConfig(temperature, top_k, top_p)
+        plain = temperature == 1.0 and top_k is None and top_p is None
+        handoff = (not bytewise) if bytewise is not None else (plain and self.supports_handoff)
+        if handoff and not self.supports_handoff:
+            raise ValueError(f"{type(self).__name__} decides every byte jointly across its members; it has no hand-off path (use bytewise=True)")
+        if max_new_bytes < 0:
+            raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
+        stops = [as_bytes(s) for s in (stop or [])]
+        rng = np.random.default_rng(seed)
+        chunks = self.handoff_chunks(prompt, cfg, rng) if handoff else self._byte_chunks(as_bytes(prompt), cfg, rng)
+        yield from emit(chunks, max_new_bytes, stops, isinstance(prompt, str))
+
+    def generate(self, prompt: Text, **kw: Any) -> Text:
+        """The continuation of `prompt`: `str` for a `str` prompt (whole characters), else bytes.
+        Keywords as for `stream`."""
+        pieces = list(self.stream(prompt, **kw))
+        if isinstance(prompt, str):
+            return "".join(str(p) for p in pieces)
+        return b"".join(bytes(p) for p in pieces)  # type: ignore[arg-type]
+
+    def _byte_chunks(self, prompt: bytes, cfg: SamplingConfig, rng: np.random.Generator) -> Iterator[bytes]:
+        state = self.choice_state(prompt, cfg)
+        self.last_state = state
+        yield from chosen_bytes(state, cfg, rng)
+
+    def score(self, text: Text) -> Score:
+        """Exact byte-level log-likelihood of `text` (all token prefixes evaluated in batches)."""
+        data = as_bytes(text)
+        state = self.scoring_state(data)
+        per_byte = np.empty(len(data))
+        removed = 0.0
+        for i, b in enumerate(data):
+            d = state.distribution()
+            removed += d.removed_nats
+            per_byte[i] = -float(d.logprobs[b]) / math.log(2)
+            state.advance(b)
+        d = state.distribution()
+        removed += d.removed_nats
+        prefix_lp = float(-per_byte.sum() * math.log(2))
+        return Score(logprob=prefix_lp + float(d.logprobs[EOS]), prefix_logprob=prefix_lp, per_byte=per_byte, noncanonical_nats=removed, n_bytes=len(data))
