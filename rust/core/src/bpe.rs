@@ -238,3 +238,115 @@ impl Bpe {
         *syms = out;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// A plain (character) BPE: units a b c d, merges in rank order.
+    fn plain(merges: &[&str], extra: &[&str]) -> Bpe {
+        let mut vocab = serde_json::Map::new();
+        for s in ["a", "b", "c", "d"].iter().chain(extra) {
+            let next = vocab.len();
+            vocab.insert(s.to_string(), json!(next));
+        }
+        for m in merges {
+            let merged = m.replace(' ', "");
+            let next = vocab.len();
+            vocab.entry(merged).or_insert(json!(next));
+        }
+        Bpe::from_json(&json!({"model": {"type": "BPE", "vocab": vocab, "merges": merges}}), VocabKind::Plain).unwrap()
+    }
+
+    fn encode(bpe: &Bpe, s: &str) -> Vec<String> {
+        let mut out = vec![];
+        bpe.encode_piece(s.as_bytes(), &mut out).unwrap();
+        let names: FxHashMap<TokenId, &String> = bpe.ids.iter().map(|(s, &i)| (i, s)).collect();
+        out.iter().map(|i| names[i].clone()).collect()
+    }
+
+    #[test]
+    fn lowest_rank_first_then_leftmost() {
+        let bpe = plain(&["b c", "a b", "c d", "ab c"], &[]);
+        // "b c" (rank 0) fires before "a b" (rank 1): "abc" is [a, bc], never [abc].
+        assert_eq!(encode(&bpe, "abc"), ["a", "bc"]);
+        assert_eq!(encode(&bpe, "abd"), ["ab", "d"]);
+        // Equal pairs: the leftmost merges first, so "bcbc" is two "bc" and "ccd" is [c, cd].
+        assert_eq!(encode(&bpe, "bcbc"), ["bc", "bc"]);
+        assert_eq!(encode(&bpe, "ccd"), ["c", "cd"]);
+        let bpe = plain(&["a a"], &[]);
+        assert_eq!(encode(&bpe, "aaa"), ["aa", "a"]);
+        assert_eq!(encode(&bpe, "aaaaa"), ["aa", "aa", "a"]);
+    }
+
+    #[test]
+    fn merges_as_pairs_and_merges_that_cannot_fire() {
+        // Newer files write merges as pairs; a merge whose result is not in the vocabulary
+        // never fires.
+        let j = json!({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["b", "a"], ["a", "b"]]}});
+        let bpe = Bpe::from_json(&j, VocabKind::Plain).unwrap();
+        assert_eq!(encode(&bpe, "aba"), ["ab", "a"]);
+        assert!(Bpe::from_json(&json!({"model": {"vocab": {"a": 0}, "merges": [7]}}), VocabKind::Plain).is_err());
+    }
+
+    #[test]
+    fn byte_fallback_unknown_and_fused_unknown() {
+        let j = json!({"model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "fuse_unk": true,
+            "vocab": {"<unk>": 0, "a": 1, "<0x7A>": 2, "<0xC3>": 3, "<0xA9>": 4}, "merges": []}});
+        let bpe = Bpe::from_json(&j, VocabKind::SentencePiece).unwrap();
+        let enc = |s: &[u8]| {
+            let mut out = vec![];
+            bpe.encode_piece(s, &mut out).unwrap();
+            out
+        };
+        assert_eq!(enc(b"az"), vec![1, 2]);
+        assert_eq!(enc("é".as_bytes()), vec![3, 4]);
+        // "q" has no piece and no fallback byte: unknown; a run of them is one (fuse_unk).
+        assert_eq!(enc(b"aqqa"), vec![1, 0, 1]);
+        // Invalid UTF-8 falls back byte by byte too.
+        assert_eq!(enc(b"\xC3"), vec![3]);
+        // Without an unknown token an unspellable character is an error.
+        let j = json!({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}});
+        let bpe = Bpe::from_json(&j, VocabKind::Plain).unwrap();
+        assert!(matches!(bpe.encode_piece(b"q", &mut vec![]), Err(Error::Unencodable(..))));
+        // The byte-level kind needs a unit for every byte it meets.
+        let bpe = Bpe::from_json(&json!({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}), VocabKind::ByteLevel).unwrap();
+        assert!(matches!(bpe.encode_piece(b"ab", &mut vec![]), Err(Error::Unencodable(..))));
+    }
+
+    #[test]
+    fn ignore_merges_takes_whole_pieces() {
+        // Llama-3: a piece that is a token is emitted whole even where merges would not reach it.
+        let j = json!({"model": {"type": "BPE", "ignore_merges": true, "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4}, "merges": ["a b"]}});
+        let bpe = Bpe::from_json(&j, VocabKind::Plain).unwrap();
+        assert_eq!(encode(&bpe, "abc"), ["abc"]);
+        assert_eq!(encode(&bpe, "abcab"), ["ab", "c", "ab"]);
+    }
+
+    #[test]
+    fn refuses_what_is_not_canonical() {
+        for model in [
+            json!({"vocab": {"a": 0}, "merges": [], "dropout": 0.1}),
+            json!({"vocab": {"a": 0}, "merges": [], "continuing_subword_prefix": "##"}),
+            json!({"vocab": {"a": 0}, "merges": [], "end_of_word_suffix": "</w>"}),
+        ] {
+            assert!(matches!(Bpe::from_json(&json!({ "model": model }), VocabKind::Plain), Err(Error::Unsupported(_))), "{model}");
+        }
+    }
+
+    proptest! {
+        /// The quadratic loop (pieces up to 16 units) and the heap (longer pieces) give the
+        /// same result on any sequence; the heap is what SentencePiece-style prompts use.
+        #[test]
+        fn small_and_heap_merging_agree(units in proptest::collection::vec(0u32..4, 0..60)) {
+            let bpe = plain(&["a b", "b a", "ab a", "c c", "a a", "ba b", "cc c", "d a", "aa aa", "ab ab"], &[]);
+            let mut small = units.clone();
+            bpe.merge_small(&mut small);
+            let mut heap = units.clone();
+            bpe.merge_heap(&mut heap);
+            prop_assert_eq!(small, heap);
+        }
+    }
+}

@@ -220,3 +220,119 @@ impl Canonicalizer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::tiny;
+    use serde_json::json;
+
+    const A: u32 = 0;
+    const B: u32 = 1;
+    const C: u32 = 2;
+    const SP: u32 = 3;
+    const NL: u32 = 4;
+    const AB: u32 = 5;
+    const SP_A: u32 = 6;
+    const NL_NL: u32 = 7;
+    const ABC: u32 = 8;
+    const SP_SP: u32 = 9;
+
+    #[test]
+    fn encode_by_hand() {
+        let c = tiny();
+        let e = |s: &str| c.encode(s.as_bytes()).unwrap();
+        // "a b" (rank 0) fires before "ab c" (rank 3) can.
+        assert_eq!(e("abc"), vec![ABC]);
+        assert_eq!(e("ab"), vec![AB]);
+        assert_eq!(e("ba"), vec![B, A]);
+        // " ab": "a b" (rank 0) beats "Ġ a" (rank 1), and "Ġ ab" is no merge.
+        assert_eq!(e("ab ab"), vec![AB, SP, AB]);
+        assert_eq!(e(" a"), vec![SP_A]);
+        // GPT-2's `\s+(?!\S)`: a whitespace run before a word leaves its last character to it.
+        assert_eq!(e("a\n\n"), vec![A, NL_NL]);
+        assert_eq!(e("a\n\nb"), vec![A, NL, NL, B]);
+        assert_eq!(e("a  "), vec![A, SP_SP]);
+        assert_eq!(e("a  b"), vec![A, SP, SP, B]);
+        assert_eq!(e("a   a"), vec![A, SP_SP, SP_A]);
+        assert_eq!(e(""), Vec::<u32>::new());
+        // A byte the vocabulary has no unit for cannot be encoded: an error, not a panic.
+        assert!(matches!(c.encode(b"az"), Err(Error::Unencodable(..))));
+        assert_eq!(c.encode_text(b"ab").unwrap(), vec![AB]);
+    }
+
+    #[test]
+    fn canonical_and_valid_by_hand() {
+        let c = tiny();
+        let canonical = |ids: &[u32]| c.is_canonical(ids).unwrap();
+        let valid = |ids: &[u32]| c.is_valid(ids).unwrap();
+        assert!(canonical(&[]) && valid(&[]));
+        assert!(canonical(&[ABC]) && canonical(&[A, NL_NL]) && canonical(&[A, NL, NL, B]));
+        // [a, \n, \n] is no text's encoding, yet it starts encode("a\n\nb"): valid.
+        assert!(!canonical(&[A, NL, NL]));
+        assert!(valid(&[A, NL, NL]));
+        // [a, \n\n, b] cannot start any encoding: "\n\nb" is always cut "\n" + "\nb".
+        assert!(!valid(&[A, NL_NL, B]));
+        // [a, b] always merges; [ab] is valid and so is [ab] + [c]? No: "abc" merges further.
+        assert!(!valid(&[A, B]) && valid(&[AB]) && !valid(&[AB, C]));
+        // [Ġ, a] never survives ("Ġ a" is a merge) but [Ġ, ab] does.
+        assert!(!valid(&[SP, A]) && valid(&[SP, AB]));
+        // Whitespace: [a, Ġ, Ġ] starts "a  b"; [a, ĠĠ, b] never happens.
+        assert!(valid(&[A, SP, SP]) && !canonical(&[A, SP, SP]) && !valid(&[A, SP_SP, B]));
+        // Ids out of range are errors.
+        assert!(matches!(c.is_valid(&[99]), Err(Error::TokenOutOfRange { .. })));
+    }
+
+    #[test]
+    fn anchored_checks_agree_with_whole_text_checks() {
+        // Checking from the anchor (the start of the second-to-last piece) gives the same
+        // verdict as checking the whole text, for every one-token extension.
+        let c = tiny();
+        for prefix in [&b"ab ab c"[..], b"a\n\na b", b"abc  a", b" a ab\n"] {
+            let tail = c.encode(prefix).unwrap();
+            let lens: Vec<usize> = tail.iter().map(|&t| c.vocab().token_bytes(t).unwrap().len()).collect();
+            let (off, k) = c.anchor(prefix, &lens);
+            assert_eq!(c.decode(&tail[..k]).unwrap(), prefix[..off].to_vec(), "the anchor is a token boundary");
+            for v in 0..11u32 {
+                let mut ids = tail.clone();
+                ids.push(v);
+                let text = c.decode(&ids).unwrap();
+                assert_eq!(c.valid_from(&text[off..], &ids[k..]), c.is_valid(&ids).unwrap(), "{:?} + {v}", String::from_utf8_lossy(prefix));
+            }
+        }
+    }
+
+    #[test]
+    fn sentencepiece_dummy_prefix_and_byte_fallback() {
+        let mut vocab = serde_json::Map::new();
+        for (i, s) in ["<unk>", "<s>", "</s>", "▁", "a", "b", "▁a", "ab", "▁ab", "<0x7A>", "<0xE4>", "<0xB8>", "<0xAD>"].iter().enumerate() {
+            vocab.insert(s.to_string(), json!(i));
+        }
+        let j = json!({
+            "added_tokens": [{"id": 0, "content": "<unk>", "special": true}, {"id": 1, "content": "<s>", "special": true}, {"id": 2, "content": "</s>", "special": true}],
+            "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+            "decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"}]},
+            "model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "fuse_unk": true, "vocab": vocab, "merges": ["▁ a", "a b", "▁a b"]}
+        });
+        let c = Canonicalizer::from_json(&j.to_string(), None).unwrap();
+        assert_eq!(c.vocab().start_prefix(), b" ");
+        // The dummy prefix joins the first word; the empty text stays empty.
+        assert_eq!(c.encode_text(b"ab").unwrap(), vec![8]);
+        assert_eq!(c.encode_text(b"").unwrap(), Vec::<u32>::new());
+        assert_eq!(c.encode_text(b"a a").unwrap(), vec![6, 6]);
+        // Characters outside the vocabulary: their bytes when every byte has a piece ("z" and
+        // "中" = E4 B8 AD), else one unknown token for the whole run ("q", "qq": fused).
+        assert_eq!(c.encode_text("z中".as_bytes()).unwrap(), vec![3, 9, 10, 11, 12]);
+        assert_eq!(c.encode_text(b"aqqb").unwrap(), vec![6, 0, 5]);
+        assert_eq!(c.decode(&[6, 9]).unwrap(), b" az".to_vec());
+        // Sequences that do not start with the dummy prefix are no text's.
+        assert!(!c.is_valid(&[4]).unwrap() && !c.is_canonical(&[4]).unwrap());
+        assert!(c.is_valid(&[3, 9]).unwrap() && c.is_canonical(&[3, 9]).unwrap());
+        // Ending inside "中": valid, as "中" will complete it, but not canonical.
+        assert!(c.is_valid(&[3, 10, 11]).unwrap() && !c.is_canonical(&[3, 10, 11]).unwrap());
+        // [▁] alone spells the bare prefix, which is the empty text's: not canonical.
+        assert!(!c.is_canonical(&[3]).unwrap());
+        // Special tokens have no bytes.
+        assert!(matches!(c.is_valid(&[2]), Err(Error::SpecialToken(2))));
+    }
+}

@@ -53,6 +53,14 @@ pub type NodeId = usize;
 /// range the mask was computed for.
 type MaskKey = (Vec<u8>, Vec<TokenId>, Range<usize>);
 
+/// A memoised validity mask: `valid[k]` is the verdict for trie position k where `checked[k]`
+/// (tokens of probability 0 under the rows seen so far were never checked).
+#[derive(Debug, Clone)]
+struct CachedMask {
+    valid: Arc<Vec<bool>>,
+    checked: Vec<bool>,
+}
+
 /// Below this many tokens a validity check runs on the calling thread: spawning costs more than
 /// the checks.
 const MIN_PARALLEL_CHECKS: usize = 256;
@@ -71,8 +79,6 @@ struct Node {
     /// Validity-masked next-token probabilities in trie order, scaled by exp(-shift).
     probs: Option<Arc<Vec<f64>>>,
     shift: f64,
-    /// Whether T + [v] is valid, in trie order (shared by identical anchored contexts).
-    valid: Option<Arc<Vec<bool>>>,
     /// log p(EOS | T) when T is the canonical encoding of x[..end]; -inf otherwise.
     eos_logp: f64,
     /// Bounded-error mode: probability mass (scaled like `probs`) taken as valid unchecked.
@@ -141,7 +147,7 @@ pub struct CoverEngine {
     nodes: Vec<Node>,
     /// Active groups: (node, trie range of tokens starting with text[node.end..]).
     groups: Vec<(NodeId, Range<usize>)>,
-    mask_cache: FxHashMap<MaskKey, Arc<Vec<bool>>>,
+    mask_cache: FxHashMap<MaskKey, CachedMask>,
     skipped: f64,
     /// Lazy mode: nodes whose rows `decide` asked for.
     pending: Vec<NodeId>,
@@ -175,7 +181,6 @@ impl CoverEngine {
             tail: vec![],
             probs: None,
             shift: 0.0,
-            valid: None,
             eos_logp: f64::NEG_INFINITY,
             assumed: 0.0,
             checked: vec![],
@@ -282,7 +287,6 @@ impl CoverEngine {
             tail: tail[k..].to_vec(),
             probs: None,
             shift: 0.0,
-            valid: None,
             eos_logp: f64::NEG_INFINITY,
             assumed: 0.0,
             checked: vec![],
@@ -356,13 +360,13 @@ impl CoverEngine {
         let trie = self.trie.clone(); // an Arc: `order` must outlive the `&mut self` of valid_mask
         let order = trie.order();
         // Relative probabilities in trie order: gather the shifted logs, then one vectorised exp.
-        let (mut probs, valid): (Vec<f64>, _) = if self.cfg.lazy {
+        let mut probs: Vec<f64> = if self.cfg.lazy {
             // Validity is decided later, token by token, only where the choice needs it.
-            (order.iter().map(|&id| row.get(id as usize) - shift).collect(), None)
+            order.iter().map(|&id| row.get(id as usize) - shift).collect()
         } else {
             let range = self.groups.iter().find(|g| g.0 == node).map(|g| g.1.clone()).unwrap_or(0..self.trie.len());
             let valid = self.valid_mask(node, row, range);
-            (order.iter().zip(valid.iter()).map(|(&id, &ok)| if ok { row.get(id as usize) - shift } else { f64::NEG_INFINITY }).collect(), Some(valid))
+            order.iter().zip(valid.iter()).map(|(&id, &ok)| if ok { row.get(id as usize) - shift } else { f64::NEG_INFINITY }).collect()
         };
         exp_in_place(&mut probs);
         let nd = &self.nodes[node];
@@ -380,7 +384,6 @@ impl CoverEngine {
             nd.checked = vec![lazy::UNKNOWN; probs.len()];
         }
         nd.probs = Some(Arc::new(probs));
-        nd.valid = valid;
         nd.shift = shift;
         nd.eos_logp = eos_logp;
         self.stats.rows_received += 1;
@@ -423,29 +426,41 @@ impl CoverEngine {
     /// For every token v (trie order): is T + [v] valid? Memoised by the anchored context.
     fn valid_mask<R: LogRow + ?Sized>(&mut self, node: NodeId, row: &R, range: Range<usize>) -> Arc<Vec<bool>> {
         let nd = &self.nodes[node];
-        let window = self.text[nd.anchor..nd.end].to_vec();
-        let key = (window, nd.tail.clone(), range.clone());
-        let cached = if self.cfg.tolerance == 0.0 { self.mask_cache.get(&key) } else { None };
-        if let Some(m) = cached {
-            // A cached mask may have skipped zero-probability tokens under another row; recheck
-            // those lazily below only if this row gives them mass.
-            let m = m.clone();
-            let order = self.trie.order();
-            let needs: Vec<usize> = range.clone().filter(|&k| !m[k] && row.get(order[k] as usize) > f64::NEG_INFINITY).collect();
-            if needs.is_empty() {
-                self.stats.mask_cache_hits += 1;
-                return m;
-            }
-        }
-        let order = self.trie.order();
+        let key = (self.text[nd.anchor..nd.end].to_vec(), nd.tail.clone(), range.clone());
+        let trie = self.trie.clone();
+        let order = trie.order();
         let n = order.len();
+        // Tokens that need a verdict: those in the range that this row gives mass to.
         let mut want: Vec<bool> = (0..n).map(|k| range.contains(&k) && row.get(order[k] as usize) > f64::NEG_INFINITY).collect();
         let mut mask = vec![false; n];
+        let exact = self.cfg.tolerance == 0.0;
+        if exact {
+            if let Some(cached) = self.mask_cache.get(&key) {
+                // A verdict depends only on the key (the text and tokens from the anchor on), so
+                // every verdict the cache holds is reused; only tokens earlier rows gave no mass
+                // (and so were never checked) may still need one. (Until this was kept apart, a
+                // cached `false` could be invalid or unchecked, every invalid token with mass
+                // looked unchecked, and the cache never hit.)
+                let mut missing = false;
+                for k in 0..n {
+                    if cached.checked[k] {
+                        mask[k] = cached.valid[k];
+                        want[k] = false;
+                    } else {
+                        missing |= want[k];
+                    }
+                }
+                if !missing {
+                    self.stats.mask_cache_hits += 1;
+                    return cached.valid.clone();
+                }
+            }
+        }
         // Bounded-error mode: check tokens from the most likely down until the unchecked rest
         // weighs less than `tolerance` of the group's mass; the rest is taken as valid and its
         // mass is reported as the error bound.
         let mut assumed = 0.0;
-        if self.cfg.tolerance > 0.0 {
+        if !exact {
             let shift = range.clone().map(|k| row.get(order[k] as usize)).fold(f64::NEG_INFINITY, f64::max);
             let mut idx: Vec<(f64, usize)> = range.clone().filter(|&k| want[k]).map(|k| ((row.get(order[k] as usize) - shift).exp(), k)).collect();
             let total: f64 = idx.iter().map(|x| x.0).sum();
@@ -468,10 +483,17 @@ impl CoverEngine {
         }
         self.stats.validity_checks += ks.len() as u64;
         let mask = Arc::new(mask);
-        if self.mask_cache.len() > 4096 {
-            self.mask_cache.clear();
+        // Only exact verdicts are cached (a bounded-error mask holds unchecked tokens as valid).
+        if exact {
+            let mut checked = self.mask_cache.remove(&key).map(|c| c.checked).unwrap_or_else(|| vec![false; n]);
+            for &k in &ks {
+                checked[k] = true;
+            }
+            if self.mask_cache.len() > 4096 {
+                self.mask_cache.clear();
+            }
+            self.mask_cache.insert(key, CachedMask { valid: mask.clone(), checked });
         }
-        self.mask_cache.insert(key, mask.clone());
         mask
     }
 
@@ -614,5 +636,116 @@ impl CoverEngine {
     /// Nodes currently in groups (for inspection and tests).
     pub fn group_nodes(&self) -> Vec<(NodeId, usize)> {
         self.groups.iter().map(|(n, _)| (*n, self.nodes[*n].end)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{logp, row, tiny_parts, TINY_EOS};
+
+    fn engine(prompt: &[u8], lazy: bool) -> CoverEngine {
+        let (c, t) = tiny_parts();
+        CoverEngine::new(c, t, prompt, vec![TINY_EOS], EngineConfig { tolerance: 0.0, threads: 1, lazy }).unwrap()
+    }
+
+    fn serve(e: &mut CoverEngine) {
+        let w = e.n_logits();
+        let r = e.requests();
+        for (node, tokens) in &r.scores {
+            e.provide_score(*node, logp(tokens, w)).unwrap();
+        }
+        for (node, tokens) in &r.rows {
+            e.provide_row(*node, &row(tokens, w)[..]).unwrap();
+        }
+    }
+
+    /// Every valid token sequence spelling a prefix of `text`, by enumeration.
+    fn valid_spellings(e: &CoverEngine, text: &[u8]) -> Vec<Vec<TokenId>> {
+        let canon = e.canon.clone();
+        let mut out = vec![vec![]];
+        let mut frontier = vec![(vec![], 0usize)];
+        while let Some((seq, at)) = frontier.pop() {
+            for (id, b) in canon.vocab().text_tokens() {
+                if text[at..].starts_with(b) {
+                    let s: Vec<TokenId> = [seq.as_slice(), &[id]].concat();
+                    if canon.is_valid(&s).unwrap() {
+                        out.push(s.clone());
+                        frontier.push((s, at + b.len()));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn build_finds_every_valid_spelling_of_every_prefix() {
+        for text in [&b"a\n\nab"[..], b"ab  a", b"abc ab\n"] {
+            let e = engine(text, false);
+            let mut got = e.all_prefixes();
+            got.sort();
+            assert_eq!(got, valid_spellings(&e, text), "{:?}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn groups_are_the_spellings_near_the_end() {
+        // "a\n\n": [a] with the tokens starting "\n\n"... none is longer than "\n\n" itself, so
+        // the groups are the nodes ending at 1 (crossing "\n\n"), 2 ([a, \n], crossing "\n") and
+        // 3 (the two spellings of the whole text).
+        let e = engine(b"a\n\n", false);
+        let mut groups: Vec<(Vec<TokenId>, usize)> = e.group_nodes().into_iter().map(|(n, end)| (e.tokens(n), end)).collect();
+        groups.sort();
+        assert_eq!(groups, vec![(vec![0], 1), (vec![0, 4], 2), (vec![0, 4, 4], 3), (vec![0, 7], 3)]);
+        // Requests name each node once, with its tokens.
+        let r = e.requests();
+        assert_eq!(r.rows.len(), 4);
+        assert_eq!(r.scores.len(), 4);
+        assert!(r.rows.iter().all(|(n, tokens)| e.tokens(*n) == *tokens));
+    }
+
+    #[test]
+    fn numerators_by_hand() {
+        // "ab", by hand. The covers of "abc" are [abc] (from the root) and [ab] + a token
+        // starting with "c", but [ab, c] is invalid ("ab c" merges), so P("abc"...) = p([abc]).
+        let mut e = engine(b"ab", false);
+        serve(&mut e);
+        let d = e.distribution().unwrap();
+        let w = e.n_logits();
+        let abc = logp(&[8], w);
+        assert!((d.log_total + d.logprobs[b'c' as usize] - abc).abs() < 1e-12);
+        // EOS: encode("ab") = [ab], then end of text.
+        let eos = logp(&[5], w) + row(&[5], w)[TINY_EOS as usize];
+        assert!((d.log_total + d.logprobs[EOS_SLOT] - eos).abs() < 1e-12);
+        // P("ab"...) = p([ab]) + p([abc]) ([a, b] is invalid).
+        let prefix = (logp(&[5], w).exp() + abc.exp()).ln();
+        assert!((d.log_prefix - prefix).abs() < 1e-12);
+        // Advance by 'c': only [abc] is left, fresh.
+        e.advance(b'c').unwrap();
+        let groups: Vec<Vec<TokenId>> = e.group_nodes().into_iter().map(|(n, _)| e.tokens(n)).collect();
+        assert_eq!(groups, vec![vec![8]]);
+    }
+
+    #[test]
+    fn bare_start_prefix_only_for_a_dummy_prefix() {
+        let e = engine(b"", false);
+        assert!(!e.at_bare_start_prefix(), "no start prefix: the empty text is just empty");
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    fn parallel_masks_equal_serial_ones() {
+        // The tiny vocabulary is below the threading threshold; check the split by hand.
+        let mut e = engine(b"ab a", false);
+        serve(&mut e);
+        let node = e.group_nodes().last().unwrap().0;
+        let ks: Vec<usize> = (0..e.trie.len()).collect();
+        let serial = e.check_tokens(node, &ks);
+        e.cfg.threads = 3;
+        let many: Vec<usize> = ks.iter().cycle().take(MIN_PARALLEL_CHECKS * 2 + 7).cloned().collect();
+        let parallel = e.check_tokens(node, &many);
+        assert_eq!(parallel, many.iter().map(|&k| serial[k]).collect::<Vec<bool>>());
     }
 }

@@ -17,6 +17,8 @@ pub mod fast_exp;
 pub mod healing;
 pub mod pretokenize;
 pub mod primitives;
+#[cfg(test)]
+mod test_support;
 pub mod trie;
 pub mod vocab;
 

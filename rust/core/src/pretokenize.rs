@@ -424,6 +424,7 @@ pub fn completions(p: &[u8], missing: usize) -> impl Iterator<Item = Vec<u8>> + 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn gpt2() -> PreTokenizer {
@@ -533,6 +534,37 @@ mod tests {
                     let t = [lead, b, c];
                     assert_eq!(incomplete_tail(&t), by_definition(&t), "{t:02x?}");
                 }
+            }
+        }
+    }
+
+    /// Llama-3's pattern (Qwen2's differs only in `\p{N}` instead of `\p{N}{1,3}`): it has the
+    /// `\s*[\r\n]+` alternative the hand-made look-ahead must yield to.
+    const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+    #[test]
+    fn fast_lookahead_is_chosen_for_the_hf_patterns() {
+        for p in [GPT2_PATTERN, LLAMA3_PATTERN] {
+            assert!(matches!(Matcher::new(p).unwrap(), Matcher::WhitespaceLookahead { .. }), "{p}");
+        }
+        // Another look-around keeps the backtracking engine.
+        assert!(matches!(Matcher::new(r"\s+(?!\S)|\s+|a(?=b)").unwrap(), Matcher::Fancy(_)));
+    }
+
+    fn text_with_whitespace() -> impl Strategy<Value = String> {
+        let chars = vec![' ', ' ', '\n', '\r', '\t', 'a', 'B', '1', '2', '\'', 's', '.', '中', '\u{1680}', '\u{3000}', '\u{a0}', '\u{2028}', 'é'];
+        proptest::collection::vec(prop_oneof![6 => proptest::sample::select(chars), 1 => any::<char>()], 0..24).prop_map(|c| c.into_iter().collect())
+    }
+
+    proptest! {
+        /// The hand-made `\s+(?!\S)` (regex crate + a fix-up) cuts exactly where fancy-regex's
+        /// backtracking engine does, on the two pattern families that use it.
+        #[test]
+        fn fast_lookahead_matches_fancy_regex(s in text_with_whitespace()) {
+            static MATCHERS: std::sync::OnceLock<Vec<(Matcher, Matcher)>> = std::sync::OnceLock::new();
+            let matchers = MATCHERS.get_or_init(|| [GPT2_PATTERN, LLAMA3_PATTERN].iter().map(|p| (Matcher::new(p).unwrap(), Matcher::Fancy(compile(p).unwrap()))).collect());
+            for (fast, slow) in matchers {
+                prop_assert_eq!(fast.find_all(&s), slow.find_all(&s), "{:?}", s);
             }
         }
     }

@@ -201,3 +201,125 @@ fn log_sum_range<R: LogRow + ?Sized>(trie: &TokenTrie, row: &R, r: Range<usize>)
     let s: f64 = r.map(|k| (row.get(trie.order[k] as usize) - m).exp()).sum();
     m + s.ln()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// A plain vocabulary from token strings (id = position), with one special token at the end.
+    fn vocab(tokens: &[&str]) -> Vocabulary {
+        let mut v = serde_json::Map::new();
+        for (i, t) in tokens.iter().enumerate() {
+            v.insert(t.to_string(), json!(i));
+        }
+        let j = json!({"model": {"type": "BPE", "vocab": v, "merges": []}, "added_tokens": [{"id": tokens.len(), "content": "<eos>", "special": true}]});
+        Vocabulary::from_json(&j.to_string(), None).unwrap()
+    }
+
+    const TOKENS: &[&str] = &["b", "ab", "a", "abc", "abd", "ba", "c", "aa", "abca", "bab", "é", "e"];
+
+    #[test]
+    fn flat_layout_is_sorted_by_bytes() {
+        let v = vocab(TOKENS);
+        let t = TokenTrie::new(&v);
+        // Special tokens have no bytes and are not in the trie.
+        assert_eq!(t.len(), TOKENS.len());
+        let keys: Vec<&[u8]> = (0..t.len()).map(|k| t.key(k)).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        for k in 0..t.len() {
+            assert_eq!(t.key(k), v.token_bytes(t.id_at(k)).unwrap());
+        }
+        let order: Vec<&str> = t.order().iter().map(|&i| TOKENS[i as usize]).collect();
+        assert_eq!(order, ["a", "aa", "ab", "abc", "abca", "abd", "b", "ba", "bab", "c", "e", "é"]);
+    }
+
+    #[test]
+    fn subtree_ranges() {
+        let t = TokenTrie::new(&vocab(TOKENS));
+        let names = |r: Range<usize>| -> Vec<&str> { r.map(|k| TOKENS[t.id_at(k) as usize]).collect() };
+        assert_eq!(names(t.range(b"ab")), ["ab", "abc", "abca", "abd"]);
+        assert_eq!(names(t.range(b"abc")), ["abc", "abca"]);
+        assert_eq!(names(t.range(b"b")), ["b", "ba", "bab"]);
+        assert_eq!(t.range(b""), 0..t.len());
+        assert!(t.range(b"x").is_empty() && t.range(b"abcab").is_empty());
+        // A search inside a node gives the same range as one from the root.
+        let ab = t.range(b"ab");
+        assert_eq!(t.range_within(ab, b"abc", 2), t.range(b"abc"));
+        // Children of "ab": the token equal to it, then one range per next byte.
+        let ch = t.children(t.range(b"ab"), 2);
+        assert_eq!(names(ch.exact), ["ab"]);
+        let by: Vec<(u8, Vec<&str>)> = ch.by_byte.into_iter().map(|(b, r)| (b, names(r))).collect();
+        assert_eq!(by, vec![(b'c', vec!["abc", "abca"]), (b'd', vec!["abd"])]);
+        // The root's children come from the precomputed table.
+        let root = t.children(0..t.len(), 0);
+        assert!(root.exact.is_empty());
+        assert_eq!(root.by_byte.iter().map(|(b, _)| *b).collect::<Vec<u8>>(), vec![b'a', b'b', b'c', b'e', 0xC3]);
+        assert_eq!(names(root.by_byte[4].1.clone()), ["é"]);
+    }
+
+    #[test]
+    fn tokens_with_and_prefixing() {
+        let t = TokenTrie::new(&vocab(TOKENS));
+        let mut with: Vec<&str> = t.tokens_with_prefix(b"ba").iter().map(|&i| TOKENS[i as usize]).collect();
+        with.sort();
+        assert_eq!(with, ["ba", "bab"]);
+        let prefixing: Vec<(&str, usize)> = t.tokens_prefixing(b"abcab").into_iter().map(|(i, l)| (TOKENS[i as usize], l)).collect();
+        assert_eq!(prefixing, [("a", 1), ("ab", 2), ("abc", 3), ("abca", 4)]);
+        assert!(t.tokens_prefixing(b"xa").is_empty());
+    }
+
+    #[test]
+    fn range_masses_are_sums_over_the_tokens_with_the_prefix() {
+        let v = vocab(TOKENS);
+        let t = TokenTrie::new(&v);
+        // One log-probability per id, the special token included (it has mass but no bytes).
+        let logits: Vec<f64> = (0..=TOKENS.len()).map(|i| -0.3 * i as f64 - 1.0).collect();
+        let brute =
+            |prefix: &[u8]| -> f64 { (0..TOKENS.len()).filter(|&i| TOKENS[i].as_bytes().starts_with(prefix)).map(|i| logits[i].exp()).sum::<f64>().ln() };
+        for prefix in [&b""[..], b"a", b"ab", b"abc", b"b", b"\xC3", b"x"] {
+            let got = t.prefix_logmass(&logits[..], prefix);
+            let want = brute(prefix);
+            assert!(got == want || (got - want).abs() < 1e-12, "{prefix:?}: {got} vs {want}");
+        }
+        let children = t.child_logmasses(&logits[..], b"ab");
+        for b in 0..=255u8 {
+            let want = brute(&[b"ab".as_slice(), &[b]].concat());
+            assert!(children[b as usize] == want || (children[b as usize] - want).abs() < 1e-12, "ab + {b}");
+        }
+        // f32 rows read the same way.
+        let logits32: Vec<f32> = logits.iter().map(|&x| x as f32).collect();
+        assert!((t.prefix_logmass(&logits32[..], b"ab") - brute(b"ab")).abs() < 1e-6);
+    }
+
+    proptest! {
+        /// On random vocabularies, every range is exactly the tokens with that prefix, and the
+        /// children of a node partition its range.
+        #[test]
+        fn ranges_on_random_vocabularies(tokens in proptest::collection::hash_set(proptest::collection::vec(proptest::sample::select(vec![b'a', b'b', 0xC3, 0xFF]), 1..5), 1..40), probe in proptest::collection::vec(proptest::sample::select(vec![b'a', b'b', 0xC3, 0xFF]), 0..5)) {
+            let tokens: Vec<Vec<u8>> = tokens.into_iter().collect();
+            // Byte-level token strings, so that any bytes can be tokens.
+            let strings: Vec<String> = tokens.iter().map(|b| crate::byte_level::encode_bytes(b)).collect();
+            let mut map = serde_json::Map::new();
+            for (i, s) in strings.iter().enumerate() {
+                map.insert(s.clone(), json!(i));
+            }
+            let v = Vocabulary::from_json(&json!({"model": {"type": "BPE", "vocab": map, "merges": []}, "decoder": {"type": "ByteLevel"}}).to_string(), None).unwrap();
+            let t = TokenTrie::new(&v);
+            let mut expected: Vec<u32> = (0..tokens.len() as u32).filter(|&i| tokens[i as usize].starts_with(&probe)).collect();
+            let mut got = t.tokens_with_prefix(&probe);
+            expected.sort();
+            got.sort();
+            prop_assert_eq!(got, expected);
+            let node = t.range(&probe);
+            let ch = t.children(node.clone(), probe.len());
+            let mut covered = ch.exact.clone().collect::<Vec<usize>>();
+            for (b, r) in &ch.by_byte {
+                prop_assert_eq!(r.clone(), t.range(&[probe.as_slice(), &[*b]].concat()));
+                covered.extend(r.clone());
+            }
+            prop_assert_eq!(covered, node.collect::<Vec<usize>>());
+        }
+    }
+}

@@ -153,3 +153,59 @@ impl CoverEngine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::test_support::{logp, row, tiny_parts, TINY_EOS};
+
+    fn served(prompt: &[u8]) -> CoverEngine {
+        let (c, t) = tiny_parts();
+        let mut e = CoverEngine::new(c, t, prompt, vec![TINY_EOS], EngineConfig { tolerance: 0.0, threads: 1, lazy: false }).unwrap();
+        let w = e.n_logits();
+        let r = e.requests();
+        for (node, tokens) in &r.scores {
+            e.provide_score(*node, logp(tokens, w)).unwrap();
+        }
+        for (node, tokens) in &r.rows {
+            e.provide_row(*node, &row(tokens, w)[..]).unwrap();
+        }
+        e
+    }
+
+    #[test]
+    fn draws_at_the_ends_of_the_unit_interval() {
+        let e = served(b"a\n\n");
+        let covers = e.covers().unwrap();
+        // [a, \n, \n] and [a, \n\n] spell the text exactly; no token crosses its end.
+        let mut seqs: Vec<Vec<TokenId>> = covers.iter().map(|c| c.0.clone()).collect();
+        seqs.sort();
+        assert_eq!(seqs, vec![vec![0, 4, 4], vec![0, 7]]);
+        // u = 0 takes the first class, u just below 1 (or above: clamped) the last.
+        let first = e.choose_cover(CoverChoice::Sample(0.0)).unwrap();
+        let last = e.choose_cover(CoverChoice::Sample(1.0 - 1e-12)).unwrap();
+        assert_eq!(e.choose_cover(CoverChoice::Sample(7.0)).unwrap().0, last.0);
+        assert_eq!(e.choose_cover(CoverChoice::Sample(-1.0)).unwrap().0, first.0);
+        assert_ne!(first.0, last.0);
+        let best = covers.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        assert_eq!(e.choose_cover(CoverChoice::MostLikely).unwrap().0, best.0);
+    }
+
+    #[test]
+    fn crossing_covers_carry_their_token_probability() {
+        // "a": [a] itself, and every token longer than "a" that starts with it ([ab], [abc]).
+        let e = served(b"a");
+        let w = e.n_logits();
+        let mut covers = e.covers().unwrap();
+        covers.sort_by(|a, b| a.0.cmp(&b.0));
+        let seqs: Vec<Vec<TokenId>> = covers.iter().map(|c| c.0.clone()).collect();
+        assert_eq!(seqs, vec![vec![0], vec![5], vec![8]]);
+        for (seq, lp) in &covers {
+            assert!((lp - logp(seq, w)).abs() < 1e-12, "{seq:?}");
+        }
+        // Their sum is P("a"...).
+        let sum: f64 = covers.iter().map(|c| c.1.exp()).sum();
+        assert!((sum.ln() - e.distribution().unwrap().log_prefix).abs() < 1e-12);
+    }
+}

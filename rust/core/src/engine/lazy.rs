@@ -498,3 +498,104 @@ impl CoverEngine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn inverse_cdf_like_numpy_searchsorted_right() {
+        let w = [0.0, 1.0, 0.0, 2.0, 1.0];
+        assert_eq!(inverse_cdf(&w, 0.0), 1); // the first slot with mass
+        assert_eq!(inverse_cdf(&w, 0.999), 1);
+        assert_eq!(inverse_cdf(&w, 1.0), 3); // a boundary goes right
+        assert_eq!(inverse_cdf(&w, 3.5), 4);
+        assert_eq!(inverse_cdf(&w, 4.0), 4); // rounding past the end: the last slot
+    }
+
+    #[test]
+    fn settled_bounds_always_decide() {
+        let mut b = Bounds { known: [0.0; N_SLOTS], unknown: [0.0; N_SLOTS], deferred: 0.0 };
+        b.known[3] = 0.25;
+        b.known[EOS_SLOT] = 0.75;
+        assert_eq!(b.decision(Pick::Greedy).unwrap(), Some(EOS_SLOT as u16));
+        assert_eq!(b.decision(Pick::Sample { u: 0.2, temperature: 1.0 }).unwrap(), Some(3));
+        assert_eq!(b.decision(Pick::Sample { u: 0.3, temperature: 1.0 }).unwrap(), Some(EOS_SLOT as u16));
+        // Temperature 0.5 squares the weights: 1/16 against 9/16, so u = 0.2 now lands on EOS.
+        assert_eq!(b.decision(Pick::Sample { u: 0.05, temperature: 0.5 }).unwrap(), Some(3));
+        assert_eq!(b.decision(Pick::Sample { u: 0.2, temperature: 0.5 }).unwrap(), Some(EOS_SLOT as u16));
+        // Nothing known and nothing uncertain: zero mass.
+        let empty = Bounds { known: [0.0; N_SLOTS], unknown: [0.0; N_SLOTS], deferred: 0.0 };
+        assert_eq!(empty.decision(Pick::Greedy).unwrap_err(), Error::ZeroMass);
+        // Nothing known yet but something uncertain: no decision.
+        let open = Bounds { deferred: 1.0, ..empty };
+        assert_eq!(open.decision(Pick::Greedy).unwrap(), None);
+    }
+
+    /// Sparse bounds: a few slots with known mass, some with undecided mass, maybe deferred mass.
+    fn bounds() -> impl Strategy<Value = Bounds> {
+        let slot = prop_oneof![0usize..4, 250usize..N_SLOTS, 0usize..N_SLOTS];
+        let entry = (slot, 0.0f64..1.0, prop_oneof![Just(0.0), 0.0f64..0.3]);
+        (proptest::collection::vec(entry, 1..8), prop_oneof![Just(0.0), 0.0f64..0.4]).prop_map(|(entries, deferred)| {
+            let mut b = Bounds { known: [0.0; N_SLOTS], unknown: [0.0; N_SLOTS], deferred };
+            for (c, k, u) in entries {
+                b.known[c] += k;
+                b.unknown[c] += u;
+            }
+            b
+        })
+    }
+
+    /// The exact numerators for one way the unknowns can turn out: a fraction of each slot's
+    /// undecided mass, and the deferred mass (or part of it) on one slot or spread over two.
+    fn fill(b: &Bounds, fractions: &[f64], deferred_to: (usize, usize), share: f64, used: f64) -> [f64; N_SLOTS] {
+        let mut x = b.known;
+        for c in 0..N_SLOTS {
+            x[c] += fractions[c % fractions.len()] * b.unknown[c];
+        }
+        x[deferred_to.0] += used * share * b.deferred;
+        x[deferred_to.1] += used * (1.0 - share) * b.deferred;
+        x
+    }
+
+    fn pick_of(x: &[f64; N_SLOTS], pick: Pick) -> usize {
+        match pick {
+            Pick::Greedy => (0..N_SLOTS).fold(0, |best, c| if x[c] > x[best] { c } else { best }),
+            Pick::Sample { u, temperature } => {
+                let w: Vec<f64> = x.iter().map(|v| v.powf(1.0 / temperature)).collect();
+                inverse_cdf(&w, u * w.iter().sum::<f64>())
+            }
+        }
+    }
+
+    proptest! {
+        /// Whenever the bounds decide, every way the unknowns can turn out picks that slot.
+        #[test]
+        fn a_decision_holds_for_every_completion(
+            b in bounds(),
+            u in 0.0f64..1.0,
+            t in proptest::sample::select(vec![0.0, 1.0, 0.5, 2.0]),
+            fills in proptest::collection::vec((proptest::collection::vec(0.0f64..1.0, 1..6), 0usize..N_SLOTS, 0usize..N_SLOTS, 0.0f64..1.0, prop_oneof![Just(1.0), 0.0f64..1.0]), 1..12),
+        ) {
+            let pick = if t == 0.0 { Pick::Greedy } else { Pick::Sample { u, temperature: t } };
+            let Ok(Some(c)) = b.decision(pick) else { return Ok(()) };
+            for (fractions, d0, d1, share, used) in fills {
+                let x = fill(&b, &fractions, (d0, d1), share, used);
+                // (Completions within rounding of a boundary could go either way.)
+                let margin_ok = match pick {
+                    Pick::Greedy => true,
+                    Pick::Sample { u, temperature } => {
+                        let w: Vec<f64> = x.iter().map(|v| v.powf(1.0 / temperature)).collect();
+                        let z: f64 = w.iter().sum();
+                        let mut acc = 0.0;
+                        w.iter().all(|wc| { acc += wc; (acc - u * z).abs() > 1e-12 * z })
+                    }
+                };
+                if margin_ok {
+                    prop_assert_eq!(pick_of(&x, pick), c as usize, "{:?}", pick);
+                }
+            }
+        }
+    }
+}
