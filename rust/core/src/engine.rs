@@ -53,12 +53,18 @@ pub type NodeId = usize;
 /// range the mask was computed for.
 type MaskKey = (Vec<u8>, Vec<TokenId>, Range<usize>);
 
-/// A memoised validity mask: `valid[k]` is the verdict for trie position k where `checked[k]`
-/// (tokens of probability 0 under the rows seen so far were never checked).
+/// A memoised validity mask: `valid[k]` is the verdict for trie position k where bit k of
+/// `checked` is set (tokens of probability 0 under the rows seen so far were never checked).
 #[derive(Debug, Clone)]
 struct CachedMask {
     valid: Arc<Vec<bool>>,
-    checked: Vec<bool>,
+    checked: Vec<u64>,
+}
+
+impl CachedMask {
+    fn checked(&self, k: usize) -> bool {
+        self.checked[k / 64] >> (k % 64) & 1 == 1
+    }
 }
 
 /// Below this many tokens a validity check runs on the calling thread: spawning costs more than
@@ -443,7 +449,7 @@ impl CoverEngine {
                 // looked unchecked, and the cache never hit.)
                 let mut missing = false;
                 for k in 0..n {
-                    if cached.checked[k] {
+                    if cached.checked(k) {
                         mask[k] = cached.valid[k];
                         want[k] = false;
                     } else {
@@ -485,9 +491,9 @@ impl CoverEngine {
         let mask = Arc::new(mask);
         // Only exact verdicts are cached (a bounded-error mask holds unchecked tokens as valid).
         if exact {
-            let mut checked = self.mask_cache.remove(&key).map(|c| c.checked).unwrap_or_else(|| vec![false; n]);
+            let mut checked = self.mask_cache.remove(&key).map(|c| c.checked).unwrap_or_else(|| vec![0; n.div_ceil(64)]);
             for &k in &ks {
-                checked[k] = true;
+                checked[k / 64] |= 1 << (k % 64);
             }
             if self.mask_cache.len() > 4096 {
                 self.mask_cache.clear();
