@@ -45,6 +45,7 @@ import torch
 from tqdm import tqdm
 
 from bytecover import ByteLM, Ensemble, models
+from bytecover.evaluation.provenance import provenance
 from bytecover.healing import generate_ids, heal_prompt
 
 PROMPTS = [
@@ -289,6 +290,11 @@ def plot_tokens(result: dict[str, Any], path: Path) -> None:
               f"{result['model']}: exactly {k} new tokens x {n} prompts, median of {result['repeats']}, CPU", path)
 
 
+def _command_line(argv: list[str] | None) -> str:
+    """The command as a user would type it (inside the project's environment)."""
+    return " ".join(["python", "benches/bench_generate.py", *(sys.argv[1:] if argv is None else argv)])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m", choices=models.list_models())
@@ -305,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.tokens:
         result = run_tokens(args.model, args.tokens, PROMPTS[: args.prompts], args.repeats)
+        result["provenance"] = provenance(_command_line(argv), args.model)
         path = args.out / f"{args.model}-tokens{args.tokens}.json"
         path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
         plot_tokens(result, path.with_suffix(".png"))
@@ -315,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     other = None if args.ensemble_with == "none" else args.ensemble_with
     result = run(args.model, args.bytes, PROMPTS[: args.prompts], args.tolerance, args.methods, other, args.repeats)
+    result["provenance"] = provenance(_command_line(argv), args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.name or (args.model if not args.methods else f"{args.model}-{args.bytes}B-" + "-".join(args.methods))
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))

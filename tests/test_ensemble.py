@@ -211,7 +211,10 @@ def test_each_member_makes_one_batched_call_per_byte() -> None:
         state.advance(byte)
     state.distribution()
     for st in state.member_stats:
-        assert st.model_calls <= 5
+        # One batched row request per step (5 steps), plus at the prompt the probability of its
+        # cover groups: the shared trunk scored once and the groups' tails in one request (the
+        # gateway counts those forwards too).
+        assert st.model_calls <= 5 + 2
 
 
 def test_bound_is_the_largest_member_bound() -> None:

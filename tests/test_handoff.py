@@ -142,9 +142,9 @@ def test_path_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     markov = MarkovTextLM("AB", max_len=5, seed=3)
     blm = ByteLM(markov.token_lm(ref, eos[0]), hf, eos_ids=eos)
     taken = []
-    real_handoff, real_bytes = blm._handoff_chunks, blm._byte_chunks
-    monkeypatch.setattr(blm, "_handoff_chunks", lambda *a: (taken.append("handoff"), real_handoff(*a))[1])
-    monkeypatch.setattr(blm, "_byte_chunks", lambda *a: (taken.append("bytes"), real_bytes(*a))[1])
+    real_handoff, real_bytes = blm.handoff_chunks, blm.choice_state
+    monkeypatch.setattr(blm, "handoff_chunks", lambda *a: (taken.append("handoff"), real_handoff(*a))[1])
+    monkeypatch.setattr(blm, "choice_state", lambda *a: (taken.append("bytes"), real_bytes(*a))[1])
     blm.generate(b"A", seed=0)  # plain sampling: the same distribution either way -> hand-off
     blm.generate(b"A", temperature=0)  # byte-level greedy
     blm.generate(b"A", top_k=1, seed=0)

@@ -11,14 +11,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .convert import MANIFEST, ensure_model
-from .registry import get_spec, is_registry_name, list_models
+from .cache import cache_root
+from .convert import MANIFEST, ensure_model, is_converted, model_dir
+from .install import verify_source
+from .registry import ModelSpec, get_spec, is_registry_name, list_models
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["list_models", "get_spec", "ensure_model", "load_tokenizer", "load_model", "tokenizer_json", "read_manifest", "prepare"]
+# The registry, conversion and install helpers users reach through `bytecover.models` (as before
+# the split into registry / install / convert / cache).
+__all__ = [
+    "ModelSpec",
+    "cache_root",
+    "list_models",
+    "get_spec",
+    "ensure_model",
+    "is_converted",
+    "model_dir",
+    "verify_source",
+    "load_tokenizer",
+    "load_model",
+    "tokenizer_json",
+    "read_manifest",
+    "prepare",
+]
 
 
 def _resolve(name_or_path: str | os.PathLike[str]) -> Path:
