@@ -2,7 +2,7 @@
 //! synthetic token LM, an independent validity oracle, a brute-force evaluation of the
 //! Byte-Token Representation Lemma, and drivers that serve an engine's requests.
 //!
-//! Included by the integration tests (`mod common;`) and by the `fuzz_engine` example and the
+//! Included by the integration tests (`tests/core/main.rs`), the `fuzz_engine` example and the
 //! cargo-fuzz target (`#[path = ...]`), so every user gets the same toys.
 #![allow(dead_code)] // each includer uses a different part
 

@@ -3,12 +3,10 @@
 //! rule, covers drawn for hand-off, and the same answers whether the engine was built on the
 //! prompt or advanced to it byte by byte.
 
-mod common;
-
+use crate::common::*;
 use bytecover_core::engine::{CoverChoice, CoverEngine, EngineConfig};
 use bytecover_core::primitives::{EOS_SLOT, N_SLOTS};
 use bytecover_core::Error;
-use common::*;
 use std::collections::HashMap;
 
 fn exact() -> EngineConfig {

@@ -2,11 +2,9 @@
 //! arbitrary input. Case counts are kept small enough for `cargo test` (a few seconds); set
 //! `PROPTEST_CASES` to run more.
 
-mod common;
-
+use crate::common::*;
 use bytecover_core::engine::{EngineConfig, Pick};
 use bytecover_core::primitives::{EOS_SLOT, N_SLOTS};
-use common::*;
 use proptest::prelude::*;
 use std::sync::OnceLock;
 

@@ -2,9 +2,7 @@
 //! toy tokenizers: valid = some text's encoding starts with it (the oracle in `common` searches
 //! texts), canonical = the encoding of its own bytes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// The toy's tokens whose bytes use only the alphabet (every merge and every alphabet unit),
 /// plus the two bytes of "é" on their own.

@@ -5,11 +5,9 @@
 //! * lazy: `error_bound() <= tolerance`, and every choice is one the exact distribution could
 //!   make after moving at most `tolerance` of its mass (inverse-CDF band, near-argmax).
 
-mod common;
-
+use crate::common::*;
 use bytecover_core::engine::{EngineConfig, Pick};
 use bytecover_core::primitives::N_SLOTS;
-use common::*;
 
 fn total_variation(a: &[f64; N_SLOTS], b: &[f64; N_SLOTS]) -> f64 {
     0.5 * a.iter().zip(b).map(|(x, y)| (x.exp() - y.exp()).abs()).sum::<f64>()

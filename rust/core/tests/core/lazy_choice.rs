@@ -4,12 +4,10 @@
 //! rows only as far as the choice needs. The eager engine itself is checked against the brute
 //! force in engine_oracle.rs.
 
-mod common;
-
+use crate::common::*;
 use bytecover_core::engine::{CoverEngine, EngineConfig, Pick, Refinement};
 use bytecover_core::primitives::{EOS_SLOT, N_SLOTS};
 use bytecover_core::Error;
-use common::*;
 
 fn eager() -> EngineConfig {
     EngineConfig { tolerance: 0.0, threads: 1, lazy: false }
