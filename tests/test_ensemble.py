@@ -310,7 +310,7 @@ def test_real_two_model_ensemble_generates_and_scores() -> None:
 
     for name in ("smollm2-135m", "gemma3-270m"):
         if not models.is_converted(name):
-            pytest.skip(f"{name} is not in the cache; run `python -m bytecover.models prepare`")
+            pytest.skip(f"{name} is not in the cache; run `bytecover prepare`")
     smol = ByteLM.from_pretrained("smollm2-135m")
     gemma = ByteLM.from_pretrained("gemma3-270m")
     prompt = "The capital of Fra"

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from bytecover import ByteLM, fim, models
 from bytecover.backends.protocol import ContextTokenLM
-from bytecover.evaluation.completion_eval import main_fim, suffix_stop
+from bytecover.evaluation.completion_eval import main_fim
 
 
 class SpyLM:
@@ -125,19 +125,13 @@ def test_covers_after_a_context_match_the_oracle(name: str) -> None:
             assert abs(got[c] - w) <= 1e-9 * max(1.0, abs(w))
 
 
-def test_suffix_stop() -> None:
-    assert suffix_stop("    return False\n") == "    return False"
-    assert suffix_stop("x)\n    return y\n") == "x)\n    return y"
-    assert suffix_stop("\n\n") is None
-
-
 # -- the real FIM model ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def qwen() -> ByteLM:
     if not models.is_converted("qwen2.5-coder-0.5b"):
-        pytest.skip("qwen2.5-coder-0.5b is not in the cache; run `python -m bytecover.models prepare`")
+        pytest.skip("qwen2.5-coder-0.5b is not in the cache; run `bytecover prepare`")
     return ByteLM.from_pretrained("qwen2.5-coder-0.5b")
 
 

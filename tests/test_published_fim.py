@@ -377,7 +377,7 @@ def _converted(name: str) -> bool:
 @pytest.mark.model
 def test_eval_fim_two_light_tasks_with_qwen(tmp_path):
     if not _converted("qwen2.5-coder-0.5b"):
-        pytest.skip("qwen2.5-coder-0.5b is not in the cache; run `python -m bytecover.models prepare`")
+        pytest.skip("qwen2.5-coder-0.5b is not in the cache; run `bytecover prepare`")
     out = tmp_path / "qwen"
     argv = ["--benchmark", "random-span-light", "--limit", "2", "--methods", "reference,empty,token,heal,bytes",
             "--max-new-bytes", "96", "--out", str(out)]

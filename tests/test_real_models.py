@@ -12,7 +12,7 @@ from bytecover import ByteLM, Ensemble, models
 
 def _load(name: str) -> ByteLM:
     if not models.is_converted(name):
-        pytest.skip(f"{name} is not in the cache; run `python -m bytecover.models prepare`")
+        pytest.skip(f"{name} is not in the cache; run `bytecover prepare`")
     return ByteLM.from_pretrained(name)
 
 

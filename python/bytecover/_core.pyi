@@ -2,10 +2,9 @@
 
 from typing import Literal, Sequence, final
 
-from typing_extensions import Self
-
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Self
 
 __version__: str
 

@@ -84,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     v = sub.add_parser("verify", help="re-check the sha256 of the installed GGUF packages")
     v.add_argument("names", nargs="*")
     v.set_defaults(func=verify)
-    e = sub.add_parser("eval", help="evaluations: fim | ensemble (remaining arguments go to the harness)")
-    e.add_argument("which", choices=["fim", "ensemble"])
+    e = sub.add_parser("eval", help="evaluations: fim | fim-report | ensemble (remaining arguments go to the harness; `bytecover eval fim --help`)")
+    e.add_argument("which", choices=["fim", "fim-report", "ensemble"])
     e.add_argument("rest", nargs=argparse.REMAINDER)
     e.set_defaults(func=_eval)
     args = parser.parse_args(argv)
@@ -98,6 +98,10 @@ def _eval(args: argparse.Namespace) -> int:
         from .evaluation.ensemble_eval import main_ensemble
 
         return int(main_ensemble(args.rest) or 0)
+    if args.which == "fim-report":
+        from .evaluation.fim_report import main as main_report
+
+        return int(main_report(args.rest) or 0)
     from .evaluation.completion_eval import main_fim
 
     return int(main_fim(args.rest) or 0)

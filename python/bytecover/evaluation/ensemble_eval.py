@@ -1,7 +1,7 @@
 """Bits per byte of single models and of their byte-level ensembles on real text.
 
     bytecover eval ensemble --models smollm2-135m gemma3-270m --n-chunks 8 --out DIR
-    python -m bytecover.evaluation.ensemble_eval --models ... --out DIR
+    bytecover eval ensemble --models ... --out DIR
 
 Data: a fixed, seeded sample of chunks (default 8 × 256 bytes) of real text, half from the Python
 standard library's sources (``sysconfig.get_paths()["stdlib"]``, code) and half from
@@ -148,7 +148,7 @@ def member_rows(lm: Any, data: bytes) -> np.ndarray:
     state = lm.state(b"")
     out = np.empty((len(data), 257))
     for i, b in enumerate(data):
-        out[i] = np.asarray(state.distribution()[0], dtype=np.float64)
+        out[i] = np.asarray(state.distribution().logprobs, dtype=np.float64)
         state.advance(b)
     return out
 
@@ -253,7 +253,7 @@ def evaluate(
     for label, _, _ in ens_specs:
         systems[label] = []
     sweep_ws = np.linspace(0.0, 1.0, sweep) if len(names) == 2 and sweep > 1 else np.array([])
-    sweep_bits: dict[str, list[list[float]]] = {m: [[0.0, 0] for _ in sweep_ws] for m in modes}  # type: ignore[misc]
+    sweep_bits: dict[str, list[list[float]]] = {m: [[0.0, 0] for _ in sweep_ws] for m in modes}
     for chunk, rows in done:
         data = chunk.data
         member = [rows[n] for n in names]
@@ -272,7 +272,7 @@ def evaluate(
     best_member = min(names, key=lambda n: summary[n]["bits_per_byte"]) if done else None
     comparisons: dict[str, Any] = {}
     for label, mode, _ in ens_specs:
-        if not done:
+        if not done or best_member is None:
             break
         ens = np.array(summary[label]["per_chunk"])
         best = np.array(summary[best_member]["per_chunk"])
@@ -294,7 +294,7 @@ def evaluate(
     for ci in range(min(verify_chunks, len(done))):
         chunk, _ = done[ci]
         for label, mode, ww in ens_specs:
-            sc = Ensemble([models[n] for n in names], weights=ww, mode=mode).score(chunk.data)
+            sc = Ensemble([models[n] for n in names], weights=ww, mode="product" if mode == "product" else "mixture").score(chunk.data)
             diff = float(np.max(np.abs(sc.per_byte - systems[label][ci])))
             verify.append({"chunk": ci, "system": label, "max_abs_diff_bits": diff})
 
@@ -330,7 +330,7 @@ def plot_ensemble_results(results: dict[str, Any], path: str | os.PathLike[str])
     has_sweep = bool(results["sweep"]["weight_on_first"])
     fig = Figure(figsize=(11 if has_sweep else 6.5, 4.4), dpi=120)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2 if has_sweep else 1)
+    axes: Any = fig.subplots(1, 2 if has_sweep else 1)
     ax1 = axes[0] if has_sweep else axes
     x = np.arange(len(names))
     vals = [summ[n]["bits_per_byte"] for n in names]
@@ -341,7 +341,7 @@ def plot_ensemble_results(results: dict[str, Any], path: str | os.PathLike[str])
     for xi, n, c in zip(x, names, colors):
         pc = summ[n]["per_chunk"]
         ax1.scatter([xi + jit.uniform(-0.2, 0.2) for _ in pc], pc, s=8, color="k", alpha=0.5, zorder=3)
-        ax1.text(xi, summ[n]["bits_per_byte"], f"{summ[n]['bits_per_byte']:.3f}", ha="center", va="bottom", fontsize=8)
+        ax1.text(float(xi), summ[n]["bits_per_byte"], f"{summ[n]['bits_per_byte']:.3f}", ha="center", va="bottom", fontsize=8)
     ax1.set_xticks(x, [n.replace("(", "\n(").replace("+", "+\n") for n in names], fontsize=7)
     ax1.set_ylabel("bits per byte (lower is better; ± s.e.m. over chunks)")
     ax1.set_title("held-out text")
@@ -444,6 +444,3 @@ def main_ensemble(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write(f"wrote {out / RESULTS_JSON} and {out / PLOT_PNG}\n")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main_ensemble())

@@ -25,7 +25,7 @@ def humaneval_methods(lms: Mapping[str, Any], modes: Sequence[str], weights: Seq
         lm.tolerance = tolerance
     systems: dict[str, Any] = dict(lms)
     for mode in modes:
-        systems[f"{mode}({'+'.join(lms)})"] = Ensemble(list(lms.values()), weights=weights, mode=mode)
+        systems[f"{mode}({'+'.join(lms)})"] = Ensemble(list(lms.values()), weights=weights, mode="product" if mode == "product" else "mixture")
 
     def make(system: Any) -> Callable[[Task], str]:
         def run(task: Task) -> str:

@@ -6,7 +6,7 @@ runs one token across the cut, so the token-level prompt (which must end at the 
 model never saw there. That is the case the byte-level method is built for; at a boundary all three
 methods should behave alike.
 
-``python -m bytecover.evaluation.fim_report RESULTS_DIR [--tokenizer qwen2.5-coder-0.5b]`` prints the
+``bytecover eval fim-report RESULTS_DIR [--tokenizer qwen2.5-coder-0.5b]`` prints the
 summary, the paired comparisons and pass@1 per method in each group (Wilson 95% intervals), and
 writes ``boundary_split.json`` and ``boundary_split.png`` beside ``results.json``.
 """
@@ -138,7 +138,7 @@ def plot_split(split: Mapping[str, Any], path: str | Path, title: str = "") -> P
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bytecover.evaluation.fim_report", description=__doc__,
+    ap = argparse.ArgumentParser(prog="bytecover eval fim-report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", help="results directory (or results.json) of `bytecover eval fim`")
     ap.add_argument("--tokenizer", default=None, help="registry name or HF folder (default: the run's model)")
@@ -162,6 +162,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write(summarize(results) + "\n" + split_table(split))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -146,7 +146,7 @@ def run_eval(
     done: dict[tuple[str, str], dict] = {}
     if resume:
         for r in _read_rows(out):
-            key = (r.get("task_id"), r.get("method"))
+            key = (str(r.get("task_id")), str(r.get("method")))
             if key[1] in methods and fps.get(key[0]) == r.get("fingerprint"):
                 done[key] = r
     else:
@@ -155,7 +155,7 @@ def run_eval(
     todo = [(t, m) for t in tasks for m in method_names if (t.task_id, m) not in done]
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     command_line = command_line if command_line is not None else shlex.join([sys.executable, *sys.argv])
-    cfg = {
+    cfg: dict[str, Any] = {
         "seed": seed,
         "model_name": model_name,
         "command_line": command_line,
@@ -209,7 +209,7 @@ def run_eval(
             bar.update(1)
 
     def generate(task: Task, name: str, pool: ThreadPoolExecutor) -> None:
-        row = {
+        row: dict[str, Any] = {
             "task_id": task.task_id,
             "problem_id": task.problem_id,
             "mode": task.mode,
@@ -258,7 +258,7 @@ def run_eval(
             bar.close()
 
     order = {m: i for i, m in enumerate(method_names)}
-    rows = [done[(t.task_id, m)] for t in tasks for m in sorted(method_names, key=order.get) if (t.task_id, m) in done]
+    rows = [done[(t.task_id, m)] for t in tasks for m in sorted(method_names, key=lambda m: order[m]) if (t.task_id, m) in done]
     cfg["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     # torch's thread count is known once a model ran; the rest was taken at the start
     cfg["provenance"]["machine"] = machine()

@@ -151,7 +151,7 @@ def model_variant(name: str | None) -> dict[str, Any] | None:
         from ..models import get_spec
     except ImportError:
         try:
-            from ..registry import get_spec  # type: ignore[no-redef]
+            from ..registry import get_spec
         except ImportError:
             return {"name": name}
     try:
