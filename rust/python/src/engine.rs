@@ -34,7 +34,15 @@ impl PyCoverEngine {
     #[new]
     /// `lazy=True` makes an engine that chooses bytes (`decide`) without the full distribution.
     #[pyo3(signature = (tokenizer, prompt, eos_ids, tolerance=0.0, threads=None, lazy=false))]
-    fn new(py: Python<'_>, tokenizer: &PyTokenizer, prompt: &[u8], eos_ids: Vec<TokenId>, tolerance: f64, threads: Option<usize>, lazy: bool) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        tokenizer: &PyTokenizer,
+        prompt: &[u8],
+        eos_ids: Vec<TokenId>,
+        tolerance: f64,
+        threads: Option<usize>,
+        lazy: bool,
+    ) -> PyResult<Self> {
         let mut cfg = EngineConfig { tolerance, lazy, ..EngineConfig::default() };
         if let Some(t) = threads {
             cfg.threads = t.max(1);
@@ -124,11 +132,7 @@ impl PyCoverEngine {
     /// Lazy engines: bounds on this step's 257 numerators, scaled by one common factor.
     fn step_bounds(&mut self, py: Python<'_>) -> PyResult<Bounds> {
         let b = self.inner.step_bounds().py_err()?;
-        Ok(Bounds {
-            known: PyArray1::from_slice(py, &b.known).unbind(),
-            unknown: PyArray1::from_slice(py, &b.unknown).unbind(),
-            deferred: b.deferred,
-        })
+        Ok(Bounds { known: PyArray1::from_slice(py, &b.known).unbind(), unknown: PyArray1::from_slice(py, &b.unknown).unbind(), deferred: b.deferred })
     }
 
     /// Lazy engines: one refinement step: "checked" (validity of some tokens decided), "rows"
@@ -166,7 +170,6 @@ impl PyCoverEngine {
     fn tokens(&self, node: usize) -> Vec<TokenId> {
         self.inner.tokens(node)
     }
-
 }
 
 impl PyCoverEngine {

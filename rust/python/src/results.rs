@@ -37,10 +37,7 @@ impl NextByte {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "NextByte(log_total={:.6}, log_prefix={:.6}, error_bound={:.3e})",
-            self.log_total, self.log_prefix, self.error_bound
-        )
+        format!("NextByte(log_total={:.6}, log_prefix={:.6}, error_bound={:.3e})", self.log_total, self.log_prefix, self.error_bound)
     }
 }
 

@@ -181,4 +181,3 @@ impl PyTrie {
         self.trie.len()
     }
 }
-
