@@ -31,7 +31,7 @@ LAYERS: dict[str, int] = {
     # the facade and what drives it
     "byte_lm": 7,
     "ensemble": 8, "fim": 8,
-    "cli": 9, "__init__": 9, "__main__": 9, "evaluation": 9,
+    "cli": 9, "__init__": 9, "__main__": 9, "evaluation": 9, "server": 9,
 }
 
 

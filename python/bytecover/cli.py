@@ -88,6 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("which", choices=["fim", "fim-report", "ensemble"])
     e.add_argument("rest", nargs=argparse.REMAINDER)
     e.set_defaults(func=_eval)
+    from .server.options import add_arguments as add_serve_arguments
+
+    sv = sub.add_parser("serve", help="llama.cpp- and OpenAI-compatible completion / fill-in-the-middle server for editors")
+    add_serve_arguments(sv)
+    sv.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[bytecover] %(message)s")
     return int(args.func(args))
@@ -105,6 +110,12 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluation.completion_eval import main_fim
 
     return int(main_fim(args.rest) or 0)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server.main import run
+
+    return run(args)
 
 
 if __name__ == "__main__":
