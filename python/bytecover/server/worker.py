@@ -67,8 +67,11 @@ class Engine:
     def __init__(self, info: ModelInfo) -> None:
         self.info = info
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self.active = 0
-        """Generations running or waiting (for /health and /props)."""
+        """Generations running or waiting (for /props)."""
+        self.started = 0
+        """Generations started since start-up."""
 
     @property
     def batched(self) -> bool:
@@ -95,7 +98,9 @@ class Engine:
         """Run `job` in the calling thread; `on_piece` receives the text as it may be shown."""
         t_in = time.monotonic()
         deadline = t_in + job.timeout_s
-        self.active += 1
+        with self._count_lock:
+            self.active += 1
+            self.started += 1
         try:
             with self._turn(cancelled, deadline) as ok:
                 res = Result(n_prompt_tokens=job.prompt.n_tokens, queued_ms=(time.monotonic() - t_in) * 1e3)
@@ -106,15 +111,18 @@ class Engine:
                     return res
                 return self._generate(job, on_piece, cancelled, deadline, res)
         finally:
-            self.active -= 1
+            with self._count_lock:
+                self.active -= 1
 
-    def _fed(self) -> int | None:
-        """Tokens the backend has fed so far (None when it does not count them, or when other
-        requests feed tokens at the same time and the difference would not be ours)."""
-        if self.batched:
-            return None
+    def _fed(self) -> tuple[int, int] | None:
+        """(tokens the backend has fed so far, generations started) while this request is the only
+        one running, so that a difference between two readings is this request's own; None when
+        the backend does not count or other requests are running."""
         n = getattr(self.info.lm.token_lm, "n_tokens_fed", None)
-        return int(n) if n is not None else None
+        with self._count_lock:
+            solo = self.active == 1
+            started = self.started
+        return (int(n), started) if n is not None and solo else None
 
     def _generate(self, job: Job, on_piece: Callable[[str], None], cancelled: threading.Event, deadline: float, res: Result) -> Result:
         info, p = self.info, job.prompt
@@ -136,8 +144,8 @@ class Engine:
                     t_first = time.perf_counter()
                     res.prompt_ms = (t_first - t0) * 1e3
                     fed = self._fed()
-                    if fed0 is not None and fed is not None:
-                        res.tokens_cached = max(0, p.n_tokens - (fed - fed0))
+                    if fed0 is not None and fed is not None and fed[1] == fed0[1]:
+                        res.tokens_cached = max(0, p.n_tokens - (fed[0] - fed0[0]))
                     stopper = Stopper(job.rules, info.count_tokens)
                 if cancelled.is_set():
                     outcome = Outcome("limit", "", "cancelled")
