@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,8 @@ from .prompts import ModelInfo, Prompt
 from .stopping import Outcome, Stopper, StopRules
 
 __all__ = ["Job", "Result", "Engine", "Run"]
+
+log = logging.getLogger("bytecover.server")
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,8 @@ class Run:
         try:
             result = self.engine.generate(self.job, lambda piece: self._push("piece", piece), self.cancelled)
         except Exception as e:  # noqa: BLE001 - reported to the request, the server stays up
+            if not isinstance(e, ValueError):
+                log.exception("generation failed")
             self._push("error", e)
         else:
             self._push("done", result)
