@@ -30,6 +30,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,9 @@ def main_fim(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="sandboxed executions in parallel")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per program")
     ap.add_argument("--no-resume", action="store_true")
+    ap.add_argument("--ray", metavar="ADDRESS", default=None,
+                    help="spread the tasks over a Ray cluster (\"auto\", host:port; each worker loads its own model)")
+    ap.add_argument("--ray-workers", type=int, default=None, help="Ray workers (default: one per CPU of the cluster)")
     args = ap.parse_args(argv)
 
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -126,9 +130,9 @@ def main_fim(argv: Sequence[str] | None = None) -> int:
     if "empty" in names:
         methods["empty"] = lambda t: ""
     wanted = [m for m in names if m in MODEL_METHODS]
-    if wanted:
+    if wanted and not args.ray:  # with --ray, each worker loads the model instead
         methods.update(model_methods(args.model, wanted, order=args.order))
-    methods = {m: methods[m] for m in names}
+    methods = {m: methods[m] for m in names if m in methods}
     out = Path(args.out) if args.out else default_out(args.mode, benchmark, args.model)
     config: dict[str, Any] = {
         "benchmark": benchmark,
@@ -140,10 +144,24 @@ def main_fim(argv: Sequence[str] | None = None) -> int:
     }
     if benchmark == SELF_DRAWN and args.mode == "fim":
         config["max_middle_chars"] = args.max_middle_chars
-    results = run_eval(
+    run: Callable[..., dict[str, Any]]
+    if args.ray:
+        from .ray_shards import run_sharded
+
+        # Workers build their own methods (a model each); `methods` above stays the driver's.
+        def make_methods() -> dict[str, Callable[[Task], str]]:
+            built: dict[str, Callable[[Task], str]] = {"reference": lambda t: t.reference, "empty": lambda t: ""}
+            if wanted:
+                built.update(model_methods(args.model, wanted, order=args.order))
+            return {m: built[m] for m in names}
+
+        run = partial(run_sharded, make_methods=make_methods, method_names=names, address=args.ray,
+                      workers=args.ray_workers)
+    else:
+        run = partial(run_eval, methods=methods)
+    results = run(
         tasks,
-        methods,
-        out,
+        out_dir=out,
         seed=args.seed if benchmark == SELF_DRAWN else None,
         model_name=args.model if wanted else "(none)",
         config=config,

@@ -1,0 +1,224 @@
+"""Evaluations spread over a Ray cluster: `bytecover eval fim --ray ADDRESS`.
+
+Each worker is a Ray actor holding its own model; the driver hands it a few tasks at a time
+(`CHUNK_TASKS`), so a slow task never leaves the other workers idle. A worker scores its chunk
+with the ordinary single-process harness (`run_eval`, execution in the sandbox included) and
+sends the rows back through Ray's object store, so workers on other machines need no shared
+disk. The driver appends every returned row to ``results.partial.jsonl`` in ``out_dir`` at once,
+which is exactly what a single-process run writes after each task: a run stopped half way (the
+driver killed, a node lost) resumes from there, with or without Ray, and rows written by a
+single-process run are not computed again. When every row is in, the driver calls `run_eval`
+once more over all tasks; it finds every row done and writes the same ``results.json`` (summary,
+plot, provenance) a single process would.
+
+Rows keep the worker's own generation and execution times; their ``run_started`` names the
+Ray run, whose ``runs.jsonl`` entry lists the workers (node, pid, threads).
+
+`ray` is an optional dependency (``pip install bytecover[ray]``); it is imported only here.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .harness import PARTIAL_JSONL, RESULTS_JSON, RUNS_JSONL, Method, run_eval
+from .humaneval import Task
+from .provenance import provenance
+from .sandbox import DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_S
+
+__all__ = ["CHUNK_TASKS", "run_sharded", "done_keys"]
+
+CHUNK_TASKS = 2
+"""Tasks per request to a worker: small, so the work stays balanced and little is lost when a
+worker dies; each request costs a round trip and a `run_eval` set-up (milliseconds)."""
+
+
+def done_keys(out_dir: Path, tasks: Sequence[Task], method_names: Sequence[str]) -> set[tuple[str, str]]:
+    """(task id, method) pairs that `run_eval(resume=True)` would reuse from `out_dir`: rows of
+    ``results.json`` and ``results.partial.jsonl`` whose task fingerprint is unchanged."""
+    fps = {t.task_id: t.fingerprint for t in tasks}
+    rows: list[dict[str, Any]] = []
+    final = out_dir / RESULTS_JSON
+    if final.exists():
+        try:
+            rows.extend(json.loads(final.read_text(encoding="utf-8")).get("rows", []))
+        except (OSError, json.JSONDecodeError):
+            pass
+    partial = out_dir / PARTIAL_JSONL
+    if partial.exists():
+        for line in partial.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+    return {(str(r.get("task_id")), str(r.get("method"))) for r in rows
+            if r.get("method") in method_names and fps.get(str(r.get("task_id"))) == r.get("fingerprint")}
+
+
+class _Worker:
+    """One model per actor; `run` scores a chunk of tasks with the single-process harness."""
+
+    def __init__(self, make_methods: Callable[[], Mapping[str, Method]], threads: int | None) -> None:
+        if threads:
+            # Set before the model loads: two workers on two cores each with one thread beat two
+            # workers each spinning two threads on the same cores.
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            import torch
+
+            torch.set_num_threads(threads)
+        self.threads = threads
+        self.methods = dict(make_methods())
+
+    def info(self) -> dict[str, Any]:
+        import platform
+
+        return {"node": platform.node(), "pid": os.getpid(), "threads": self.threads}
+
+    def run(self, tasks: list[Task], names: list[str], timeout_s: float, memory_bytes: int | None,
+            exec_workers: int) -> list[dict[str, Any]]:
+        with tempfile.TemporaryDirectory(prefix="bytecover-shard-") as tmp:
+            results = run_eval(tasks, {m: self.methods[m] for m in names}, tmp, resume=False, progress=False,
+                               plot=False, timeout_s=timeout_s, memory_bytes=memory_bytes,
+                               exec_workers=exec_workers, command_line="ray shard")
+        return list(results["rows"])
+
+
+def _lost(name: str) -> Method:
+    def method(task: Task) -> str:
+        raise RuntimeError(f"{task.task_id}/{name}: no Ray worker returned this row; rerun to resume")
+
+    return method
+
+
+def run_sharded(
+    tasks: Sequence[Task],
+    make_methods: Callable[[], Mapping[str, Method]],
+    method_names: Sequence[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    address: str,
+    workers: int | None = None,
+    threads_per_worker: int | None = 1,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+    seed: int | None = None,
+    model_name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    command_line: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory_bytes: int | None = DEFAULT_MEMORY_BYTES,
+    exec_workers: int = 1,
+    resume: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`run_eval` with the generation spread over Ray actors (see the module doc).
+
+    `make_methods` runs on each worker and returns ``name -> f(task)`` (it loads the model there,
+    so it must be picklable by cloudpickle: a module-level function or a closure over plain data).
+    `workers` defaults to the cluster's CPUs divided by `cpus_per_worker` (or its GPUs divided by
+    `gpus_per_worker`). `address` is what ``ray.init`` takes (``"auto"``, ``"127.0.0.1:6379"``,
+    ``"ray://host:10001"``)."""
+    import ray
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(method_names)
+    if not resume:
+        (out / PARTIAL_JSONL).unlink(missing_ok=True)
+        (out / RESULTS_JSON).unlink(missing_ok=True)
+    done = done_keys(out, tasks, names)
+    todo = [t for t in tasks if any((t.task_id, m) not in done for m in names)]
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    command_line = command_line if command_line is not None else shlex.join([sys.executable, *sys.argv])
+
+    ray_info: dict[str, Any] = {"address": address, "tasks_sent": len(todo), "chunk_tasks": CHUNK_TASKS,
+                                "rows_sent": sum(1 for t in todo for m in names if (t.task_id, m) not in done)}
+    if todo:
+        owns = not ray.is_initialized()
+        if owns:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        try:
+            ray_info.update(_scatter(ray, todo, done, names, make_methods, out, started, workers=workers,
+                                     threads=threads_per_worker, cpus=cpus_per_worker, gpus=gpus_per_worker,
+                                     timeout_s=timeout_s, memory_bytes=memory_bytes, exec_workers=exec_workers,
+                                     progress=progress))
+        finally:
+            if owns:
+                ray.shutdown()
+        with open(out / RUNS_JSONL, "a", encoding="utf-8") as f:  # the run the Ray rows name
+            entry = {"started_at": started, **provenance(command_line, model_name), "ray": ray_info}
+            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    # Every row is in results.partial.jsonl now: this call only merges, summarises and plots.
+    return run_eval(tasks, {m: _lost(m) for m in names}, out, seed=seed, model_name=model_name,
+                    config={**(config or {}), "ray": ray_info}, command_line=command_line,
+                    timeout_s=timeout_s, resume=True, progress=False)
+
+
+def _scatter(ray: Any, todo: list[Task], done: set[tuple[str, str]], names: list[str],
+             make_methods: Callable[[], Mapping[str, Method]], out: Path, started: str, *,
+             workers: int | None, threads: int | None, cpus: float, gpus: float, timeout_s: float,
+             memory_bytes: int | None, exec_workers: int, progress: bool) -> dict[str, Any]:
+    """Run `todo` on the actors, appending rows to the partial file as chunks come back."""
+    if workers is None:
+        res = ray.cluster_resources()
+        workers = int(res.get("GPU", 0) // gpus) if gpus > 0 else int(res.get("CPU", 1) // cpus)
+    workers = max(1, min(int(workers), len(todo)))
+    actor_cls = ray.remote(num_cpus=cpus, num_gpus=gpus)(_Worker)
+    actors = [actor_cls.remote(make_methods, threads) for _ in range(workers)]
+    infos = ray.get([a.info.remote() for a in actors])
+
+    chunks: list[tuple[list[Task], list[str]]] = []
+    for i in range(0, len(todo), CHUNK_TASKS):
+        part = todo[i : i + CHUNK_TASKS]
+        wanted = [m for m in names if any((t.task_id, m) not in done for t in part)]
+        chunks.append((part, wanted))
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"eval on {workers} Ray workers", unit="task", dynamic_ncols=True, file=sys.stderr)
+    t0 = time.perf_counter()
+    queue = list(reversed(chunks))
+    running: dict[Any, tuple[Any, list[Task]]] = {}
+
+    def submit(actor: Any) -> None:
+        if queue:
+            part, wanted = queue.pop()
+            ref = actor.run.remote(part, wanted, timeout_s, memory_bytes, exec_workers)
+            running[ref] = (actor, part)
+
+    for a in actors:
+        submit(a)
+    with open(out / PARTIAL_JSONL, "a", encoding="utf-8") as partial:
+        try:
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1)
+                actor, part = running.pop(ready[0])
+                rows = ray.get(ready[0])
+                for row in rows:
+                    if (row["task_id"], row["method"]) in done:
+                        continue
+                    row["run_started"] = started
+                    partial.write(json.dumps(row, ensure_ascii=False) + "\n")
+                partial.flush()
+                if bar is not None:
+                    bar.update(len(part))
+                submit(actor)
+        finally:
+            if bar is not None:
+                bar.close()
+            for a in actors:
+                ray.kill(a)
+    return {"workers": infos, "wall_s": round(time.perf_counter() - t0, 3)}
