@@ -7,6 +7,7 @@ The work is done below it: `ByteSpec` (what states need to know), the states (`B
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -15,12 +16,12 @@ import numpy as np
 from . import _core, models
 from .backends.hf import HFTokenLM
 from .backends.protocol import TokenLM
-from .backends.vllm import VLLMTokenLM, is_vllm_llm
-from .byte_model import ByteModel
+from .byte_model import ByteModel, Score
 from .choice import ChoiceState
 from .full_state import ByteState
 from .gateway import CallStats, ModelGateway
 from .handoff import handoff_chunks
+from .prefix_scoring import score_texts
 from .sampling import SamplingConfig
 from .spec import ByteSpec
 from .state_protocol import ByteStep
@@ -54,9 +55,6 @@ class ByteLM(ByteModel):
         if hasattr(model, "logprobs") and hasattr(model, "vocab_size"):
             token_lm = model
             self.model = getattr(model, "model", None)
-        elif is_vllm_llm(model):  # an engine the user built; rows come through it
-            token_lm = VLLMTokenLM(model, tokenizer)
-            self.model = None
         else:
             # A document starts after BOS; tokenizers without one (SmolLM2, Qwen, GPT-2) separate
             # documents with their end-of-text token, so that is the start context here.
@@ -71,29 +69,17 @@ class ByteLM(ByteModel):
             gateway=ModelGateway(token_lm, speculate=speculate),
             eos_ids=tuple(int(t) for t in eos_ids) if eos_ids is not None else tuple(default_eos_ids(tokenizer)),
             tables=TokenTables(core, width),
-            max_prompt_tokens=max_prompt_tokens or max_positions(self.model) or getattr(token_lm, "max_model_len", None),
+            max_prompt_tokens=max_prompt_tokens or max_positions(self.model),
             special_texts=tuple(s.encode() for s in specials if s),
         )
         """Everything the states need (tokenizer core, gateway, end ids, tables, limits)."""
         self.tolerance = tolerance
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, device: str = "cpu", dtype: Any = None, backend: str = "hf",
-                        engine_kw: dict[str, Any] | None = None, **kw: Any) -> ByteLM:
-        """A registry model (converted on first use) or a local HF checkpoint folder.
-
-        ``backend="vllm"`` runs the model on a vLLM engine (`bytecover.backends.vllm`; `dtype` a
-        string such as ``"bfloat16"``, default float32); `engine_kw` go to ``vllm.LLM``
-        (``tensor_parallel_size``, ``pipeline_parallel_size``, ``gpu_memory_utilization``...)."""
-        tokenizer = models.load_tokenizer(name_or_path)
-        if backend == "vllm":
-            folder = models.ensure_model(name_or_path) if models.is_registry_name(str(name_or_path)) else name_or_path
-            token_lm = VLLMTokenLM.from_pretrained(str(folder), tokenizer, dtype=str(dtype or "float32").removeprefix("torch."),
-                                                   **(engine_kw or {}))
-            return cls(token_lm, tokenizer, **kw)
-        if backend != "hf":
-            raise ValueError(f"backend must be 'hf' or 'vllm', got {backend!r}")
+    def from_pretrained(cls, name_or_path: str, *, device: str = "cpu", dtype: Any = None, **kw: Any) -> ByteLM:
+        """A registry model (converted on first use) or a local HF checkpoint folder."""
         model = models.load_model(name_or_path, device=device, dtype=dtype)
+        tokenizer = models.load_tokenizer(name_or_path)
         return cls(model, tokenizer, **kw)
 
     # -- what the spec holds, under the names users already know ------------------------------
@@ -149,6 +135,18 @@ class ByteLM(ByteModel):
         seqs.add(())
         rows = self.spec.gateway.rows_by_prefix(seqs, stats, batch=SCORING_BATCH)
         return ByteState(self.spec, b"", row_cache=rows, stats=stats)
+
+    def prefix_scores(self, texts: list[bytes]) -> list[Score]:
+        """`score` from exact prefix probabilities (`bytecover.prefix_scoring`): the rows of all
+        texts in shared requests, long texts in windows of the model's context."""
+        stats = CallStats()
+        out = []
+        for data, r in zip(texts, score_texts(self.spec, texts, stats=stats)):
+            per_byte = -np.diff(r.log_prefix) / math.log(2)
+            out.append(Score(logprob=r.logprob, prefix_logprob=float(r.log_prefix[-1]), per_byte=per_byte, noncanonical_nats=0.0,
+                             n_bytes=len(data), windows=r.windows))
+        self.last_score_stats = stats
+        return out
 
     def choice_state(self, prompt: bytes, cfg: SamplingConfig) -> ByteStep:
         """Greedy and temperature sampling choose each byte with the lazy engine (`ChoiceState`:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
 
@@ -19,20 +19,40 @@ __all__ = ["ByteModel", "Score", "chosen_bytes"]
 
 @dataclass
 class Score:
-    """Byte-level likelihood of a text."""
+    """Byte-level likelihood of a text (natural logs; `per_byte` in bits). See docs/scoring.md.
+
+    By default (`ByteModel.score(normalise=False)`) every value comes from the prefix
+    probabilities P(x[:j]...) (the total probability of the covers of the first j bytes):
+    exact, at about the cost of one model row per valid token prefix along the text. With
+    ``normalise=True`` each byte is instead read from the normalised next-byte distribution,
+    which also removes the mass the model puts on token sequences no text encodes to."""
 
     logprob: float
-    """Natural log of P(text, then end of text)."""
+    """log P(text, then end of text). Default: log p(encode(text)) + log p(EOS | encode(text)),
+    the canonical token sequence's log-likelihood plus end of text (with windows: `prefix_logprob`
+    plus the last window's log P(EOS | its text)). Normalised: `prefix_logprob` plus the
+    normalised end-of-text log-probability."""
     prefix_logprob: float
-    """Natural log of P(the text starts with these bytes)."""
+    """log P(the text starts with these bytes). Default: exactly log P(x...) (the sum of
+    `per_byte` in nats). Normalised: the sum of normalised next-byte log-probabilities (lower than
+    log P(x...) by `noncanonical_nats` up to the last byte)."""
     per_byte: np.ndarray
-    """Surprisal of each byte in bits, given the bytes before it."""
+    """Surprisal of each byte in bits. Default: log2 P(x[:j]...) - log2 P(x[:j+1]...), the ratio of
+    consecutive prefix probabilities. Normalised: -log2 of the byte's probability in the
+    normalised 257-way next-byte distribution after x[:j]."""
     noncanonical_nats: float
-    """Mass the model put on token sequences no text encodes to, removed by the engine (nats)."""
+    """Mass the model put on token sequences no text encodes to, removed by the engine (nats;
+    summed over the bytes). 0 by default: the prefix-probability ratios remove nothing."""
     n_bytes: int = field(default=0)
+    normalised: bool = False
+    """Whether the values come from the normalised next-byte distributions (`normalise=True`)."""
+    windows: int = 1
+    """Windows the text was scored in (more than 1 when it exceeds the model's context; see
+    `bytecover.prefix_scoring`)."""
 
     @property
     def bits_per_byte(self) -> float:
+        """-log2 P(x...) / bytes: `prefix_logprob` in bits per byte (end of text not counted)."""
         return float(-self.prefix_logprob / (max(self.n_bytes, 1) * math.log(2)))
 
 
@@ -113,9 +133,34 @@ class ByteModel:
         self.last_state = state
         yield from chosen_bytes(state, cfg, rng)
 
-    def score(self, text: Text) -> Score:
-        """Exact byte-level log-likelihood of `text` (all token prefixes evaluated in batches)."""
-        data = as_bytes(text)
+    @overload
+    def score(self, text: Text, *, normalise: bool = ...) -> Score: ...
+    @overload
+    def score(self, text: list[Text] | tuple[Text, ...], *, normalise: bool = ...) -> list[Score]: ...
+    def score(self, text: Text | list[Text] | tuple[Text, ...], *, normalise: bool = False) -> Score | list[Score]:
+        """Exact byte-level likelihood of `text`, or of each text of a list (see `Score` for what
+        each field is).
+
+        Default: prefix probabilities (`bytecover.prefix_scoring`): one model row per valid
+        token prefix along the text, validity decided only for tokens starting with each
+        prefix's next byte; a list's rows are fetched in shared requests.
+        ``normalise=True``: the full 257-way next-byte distribution at every byte (the whole
+        vocabulary's validity at every fresh token prefix, and a row for every token prefix;
+        tens to hundreds of times slower), which also reports the non-canonical mass."""
+        batch = isinstance(text, (list, tuple))
+        texts = [as_bytes(t) for t in (cast(Sequence[Text], text) if batch else [cast(Text, text)])]
+        if normalise:
+            scores = [self._normalised_score(d) for d in texts]
+        else:
+            scores = self.prefix_scores(texts)
+        return scores if batch else scores[0]
+
+    def prefix_scores(self, texts: list[bytes]) -> list[Score]:
+        """`score` from prefix probabilities; models without them (ensembles, whose per-byte
+        values are combinations of normalised distributions) use the normalised form."""
+        return [self._normalised_score(d) for d in texts]
+
+    def _normalised_score(self, data: bytes) -> Score:
         state = self.scoring_state(data)
         per_byte = np.empty(len(data))
         removed = 0.0
@@ -127,4 +172,4 @@ class ByteModel:
         d = state.distribution()
         removed += d.removed_nats
         prefix_lp = float(-per_byte.sum() * math.log(2))
-        return Score(logprob=prefix_lp + float(d.logprobs[EOS]), prefix_logprob=prefix_lp, per_byte=per_byte, noncanonical_nats=removed, n_bytes=len(data))
+        return Score(logprob=prefix_lp + float(d.logprobs[EOS]), prefix_logprob=prefix_lp, per_byte=per_byte, noncanonical_nats=removed, n_bytes=len(data), normalised=True)

@@ -34,8 +34,10 @@
 
 mod covers;
 mod lazy;
+mod prefix;
 pub use covers::CoverChoice;
 pub use lazy::{Bounds, Pick, Refinement};
+pub use prefix::{PrefixResult, PrefixScorer};
 
 use crate::canonical::Canonicalizer;
 use crate::error::{Error, Result};

@@ -2,9 +2,9 @@
 //! requested node, float32 or float64, C-contiguous) and are read in place.
 
 use crate::errors::{IntoPy, LogitsShapeError};
-use crate::results::{self, Bounds, Cover, Group, HealPlan, NextByte, Request, Requests};
+use crate::results::{self, Bounds, Cover, Group, HealPlan, NextByte, PrefixScores, Request, Requests};
 use crate::tokenizer::PyTokenizer;
-use bytecover_core::engine::{CoverChoice, CoverEngine, EngineConfig, Pick, Refinement};
+use bytecover_core::engine::{CoverChoice, CoverEngine, EngineConfig, Pick, PrefixScorer, Refinement};
 use bytecover_core::{healing, TokenId};
 use numpy::{PyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -175,6 +175,68 @@ impl PyCoverEngine {
 impl PyCoverEngine {
     fn inner_width(&self) -> usize {
         self.inner.n_logits()
+    }
+}
+
+/// Exact prefix probabilities along one whole text, for scoring (`bytecover_core::engine::prefix`):
+/// validity is decided only in each token prefix's next-byte subtree, and rows are reduced to a
+/// few masses as they arrive.
+#[pyclass(name = "PrefixScorer", module = "bytecover._core")]
+pub struct PyPrefixScorer {
+    inner: PrefixScorer,
+}
+
+#[pymethods]
+impl PyPrefixScorer {
+    /// Find every valid token prefix along user text `text` and decide the validity the scoring
+    /// needs (no model). `eos_ids` are the ids whose mass is end of text.
+    #[new]
+    #[pyo3(signature = (tokenizer, text, eos_ids, threads=None))]
+    fn new(py: Python<'_>, tokenizer: &PyTokenizer, text: &[u8], eos_ids: Vec<TokenId>, threads: Option<usize>) -> PyResult<Self> {
+        let threads = threads.unwrap_or_else(|| EngineConfig::default().threads);
+        let (c, t, p) = (tokenizer.inner.clone(), tokenizer.trie.clone(), text.to_vec());
+        let inner = py.detach(move || PrefixScorer::new(c, t, &p, eos_ids, threads)).py_err()?;
+        Ok(Self { inner })
+    }
+
+    /// Token prefixes whose next-token rows are still needed (parents before children).
+    fn requests(&self, py: Python<'_>) -> PyResult<Vec<Py<Request>>> {
+        results::requests(py, self.inner.requests())
+    }
+
+    /// Rows for `nodes`, in order: a (len(nodes), n_logits) float32/float64 array.
+    fn provide_rows(&mut self, py: Python<'_>, nodes: Vec<usize>, rows: &Bound<'_, PyAny>) -> PyResult<()> {
+        let width = self.inner.n_logits();
+        let inner = &mut self.inner;
+        if let Ok(a) = rows.extract::<PyReadonlyArray2<f32>>() {
+            check_rows(a.shape(), nodes.len(), width, a.is_c_contiguous())?;
+            let data = a.as_slice().unwrap();
+            py.detach(|| nodes.iter().enumerate().try_for_each(|(i, &n)| inner.provide_row(n, &data[i * width..(i + 1) * width]))).py_err()
+        } else if let Ok(a) = rows.extract::<PyReadonlyArray2<f64>>() {
+            check_rows(a.shape(), nodes.len(), width, a.is_c_contiguous())?;
+            let data = a.as_slice().unwrap();
+            py.detach(|| nodes.iter().enumerate().try_for_each(|(i, &n)| inner.provide_row(n, &data[i * width..(i + 1) * width]))).py_err()
+        } else {
+            Err(LogitsShapeError::new_err("rows must be a 2-D float32 or float64 numpy array"))
+        }
+    }
+
+    /// The prefix probabilities at every user byte and the end-of-text term (all rows provided).
+    fn result(&self, py: Python<'_>) -> PyResult<PrefixScores> {
+        let r = self.inner.result().py_err()?;
+        Ok(PrefixScores { log_prefix: PyArray1::from_slice(py, &r.log_prefix[r.start..]).unbind(), log_eos: r.log_eos, log_canonical: r.log_canonical })
+    }
+
+    /// Valid token prefixes along the text (rows needed or not).
+    #[getter]
+    fn n_nodes(&self) -> usize {
+        self.inner.n_nodes()
+    }
+
+    /// Validity checks run (distinct contexts only).
+    #[getter]
+    fn validity_checks(&self) -> u64 {
+        self.inner.validity_checks
     }
 }
 

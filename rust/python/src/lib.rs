@@ -16,6 +16,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tokenizer::PyTrie>()?;
     m.add_class::<engine::PyCoverEngine>()?;
     m.add_class::<engine::PyTokenHealer>()?;
+    m.add_class::<engine::PyPrefixScorer>()?;
+    m.add_class::<results::PrefixScores>()?;
     m.add_class::<results::NextByte>()?;
     m.add_class::<results::Bounds>()?;
     m.add_class::<results::Request>()?;

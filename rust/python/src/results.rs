@@ -108,3 +108,22 @@ pub struct TokenMatch {
 pub fn requests(py: Python<'_>, list: Vec<(usize, Vec<TokenId>)>) -> PyResult<Vec<Py<Request>>> {
     list.into_iter().map(|(node, tokens)| Py::new(py, Request { node, tokens })).collect()
 }
+
+/// Exact prefix probabilities along a text (`PrefixScorer.result()`), user byte offsets.
+#[pyclass(name = "PrefixScores", module = "bytecover._core", frozen, get_all)]
+pub struct PrefixScores {
+    /// `log_prefix[j]` = ln P(the text starts with its first j user bytes), j = 0..=len(text)
+    /// (`log_prefix[0]` = 0). Byte j's surprisal is `log_prefix[j] - log_prefix[j + 1]`.
+    pub log_prefix: Py<PyArray1<f64>>,
+    /// ln p(encode(text)) + ln p(EOS | encode(text)): the text, then end of text.
+    pub log_eos: f64,
+    /// ln p(encode(text)): the canonical token sequence's log-likelihood.
+    pub log_canonical: f64,
+}
+
+#[pymethods]
+impl PrefixScores {
+    fn __repr__(&self) -> String {
+        format!("PrefixScores(log_eos={:.6}, log_canonical={:.6})", self.log_eos, self.log_canonical)
+    }
+}

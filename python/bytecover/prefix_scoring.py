@@ -1,0 +1,162 @@
+"""Exact scoring of given texts from prefix probabilities (`score_texts`).
+
+For a text x the byte-level model's prefix probability is P(x[:j]...) = the total probability of
+the covers of x[:j] (Byte-Token Representation Lemma, docs/scoring.md). Scoring reports
+
+* per byte j: ``log P(x[:j]...) - log P(x[:j+1]...)`` (the surprisal of byte j as the ratio of
+  consecutive prefix probabilities; these telescope, so they sum to ``-log P(x...)``);
+* ``prefix_logprob`` = log P(x...);
+* ``logprob`` = log p(encode(x)) + log p(EOS | encode(x)) (the text, then end of text).
+
+The Rust `PrefixScorer` needs, per valid token prefix along the text, one model row and the
+validity of the tokens starting with the next byte only; rows are reduced to a few masses as they
+arrive. The rows of every text in a call are fetched together, `batch` token prefixes per
+gateway request (shortest first, so a backend with a prefix cache reuses each trunk).
+
+Long texts are scored in windows whose canonical encoding fits the model's context (see
+`windows`): every byte is scored once, in the first window that contains it, and a window after
+the first starts `overlap` bytes before the first byte it scores, so those bytes are context. A
+byte scored in a later window is therefore conditioned on at most the `overlap` bytes before
+its window's first scored byte (as if the text began there), not on the whole text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core
+from .gateway import CallStats
+from .spec import ByteSpec
+
+__all__ = ["PrefixScore", "score_texts", "windows", "ROW_BATCH", "WINDOW_MARGIN"]
+
+ROW_BATCH = 16
+"""Token prefixes per gateway request when fetching the rows a batch of texts needs."""
+
+WINDOW_MARGIN = 16
+"""Tokens kept free below the context length in a window: token prefixes along a text can be a
+few tokens longer than its canonical encoding (e.g. a space run spelled one space at a time)."""
+
+
+@dataclass
+class PrefixScore:
+    """What `score_texts` returns for one text (natural logs)."""
+
+    log_prefix: np.ndarray
+    """``log_prefix[j]`` = log P(the text starts with its first j bytes), j = 0..len (with
+    windows: the sum of the per-window ratios up to j)."""
+    logprob: float
+    """log P(text, then end of text): log p(encode(x)) + log p(EOS | encode(x)) in one window;
+    with windows, log P(x...) plus the last window's log P(EOS | its text)."""
+    canonical_logprob: float
+    """log p(encode(x)) of the last window's text (the whole text when there is one window)."""
+    windows: int
+    """Windows the text was scored in (1 when it fits the model's context)."""
+    rows: int
+    """Model rows the text needed (over all windows)."""
+    nodes: int
+    """Valid token prefixes along the text (rows are needed for those that have a valid next token)."""
+
+
+def windows(spec: ByteSpec, data: bytes, *, max_tokens: int | None = None, overlap: int = 1024) -> list[tuple[int, int, int]]:
+    """Windows ``(context_start, score_start, end)`` over `data`: bytes ``[score_start, end)`` are
+    scored on the text ``data[context_start:end]``; consecutive windows' scored parts tile `data`.
+    A window's canonical encoding stays `WINDOW_MARGIN` tokens below `max_tokens` (default: the
+    model's context length less its fixed context); `overlap` bytes of context are kept before
+    each later window, at most half a window's worth."""
+    limit = max_tokens if max_tokens is not None else spec.max_prompt_tokens
+    if limit is None:
+        return [(0, 0, len(data))]
+    budget = limit - spec.context_len - WINDOW_MARGIN
+    if budget < 8:
+        raise ValueError(f"the model's context ({limit} tokens) leaves no room to score text in windows")
+    core = spec.core
+    if len(core.encode(data)) <= budget:
+        return [(0, 0, len(data))]
+    out: list[tuple[int, int, int]] = []
+    start = ctx = 0
+    while start < len(data):
+        # The longest end whose window fits, by bisection on the byte length (encoding grows
+        # monotonically with the text's length, up to a token or two at the cut).
+        lo, hi = start + 1, len(data)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if len(core.encode(data[ctx:mid])) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        end = lo
+        out.append((ctx, start, end))
+        if end >= len(data):
+            break
+        start = end
+        ctx = max(start - min(overlap, (end - ctx) // 2), 0)
+    return out
+
+
+def score_texts(spec: ByteSpec, texts: Sequence[bytes], *, stats: CallStats | None = None, batch: int = ROW_BATCH,
+                max_tokens: int | None = None, overlap: int = 1024, threads: int | None = None,
+                progress: Callable[[int], None] | None = None) -> list[PrefixScore]:
+    """Exact prefix probabilities of each text (see the module doc). The rows of all texts (all
+    their windows) are fetched together through the gateway, `batch` token prefixes per request.
+    `progress(k)` is called as k more rows have been provided."""
+    stats = stats if stats is not None else CallStats()
+    plans: list[list[tuple[int, int, int]]] = []
+    scorers: list[_core.PrefixScorer] = []
+    for t, data in enumerate(texts):
+        for s in spec.special_texts:
+            if s in data:
+                raise ValueError(f"the text contains the special-token text {s.decode(errors='replace')!r}, which the tokenizer "
+                                 "turns into a control token with no bytes; remove it before scoring")
+        plan = windows(spec, data, max_tokens=max_tokens, overlap=overlap)
+        plans.append(plan)
+        for ctx, _, end in plan:
+            with stats.engine_time():
+                scorers.append(_core.PrefixScorer(spec.core, data[ctx:end], list(spec.eos_ids), threads=threads))
+    # Every scorer's requests, shortest first across texts (shared trunks are fed once).
+    wanted: list[tuple[int, int, tuple[int, ...]]] = []
+    for i, sc in enumerate(scorers):
+        wanted.extend((i, r.node, tuple(r.tokens)) for r in sc.requests())
+    wanted.sort(key=lambda w: (len(w[2]), w[2]))
+    rows_per_scorer = [0] * len(scorers)
+    for k in range(0, len(wanted), batch):
+        chunk = wanted[k : k + batch]
+        distinct = list(dict.fromkeys(w[2] for w in chunk))
+        block = spec.gateway.rows(distinct, stats)
+        at = {p: j for j, p in enumerate(distinct)}
+        by_scorer: dict[int, list[tuple[int, int]]] = {}
+        for i, node, p in chunk:
+            by_scorer.setdefault(i, []).append((node, at[p]))
+        with stats.engine_time():
+            for i, pairs in by_scorer.items():
+                picked = np.ascontiguousarray(block[[j for _, j in pairs]])
+                scorers[i].provide_rows([n for n, _ in pairs], picked)
+                rows_per_scorer[i] += len(pairs)
+        if progress is not None:
+            progress(len(chunk))
+    out: list[PrefixScore] = []
+    at_scorer = 0
+    for t, data in enumerate(texts):
+        plan = plans[t]
+        log_prefix = np.zeros(len(data) + 1)
+        logprob = canonical = 0.0
+        nodes = 0
+        for w, (ctx, start, end) in enumerate(plan):
+            sc = scorers[at_scorer]
+            at_scorer += 1
+            res = sc.result()
+            lp = np.asarray(res.log_prefix)  # offsets relative to ctx
+            # Scored bytes [start, end): ratios of consecutive prefix probabilities in this window.
+            ratios = np.diff(lp[start - ctx :])
+            log_prefix[start + 1 : end + 1] = log_prefix[start] + np.cumsum(ratios)
+            if w == len(plan) - 1:
+                logprob = float(log_prefix[-1] + (res.log_eos - lp[-1])) if math.isfinite(res.log_eos) else -math.inf
+                canonical = float(res.log_canonical)
+            nodes += sc.n_nodes
+        rows = sum(rows_per_scorer[i] for i in range(at_scorer - len(plan), at_scorer))
+        out.append(PrefixScore(log_prefix=log_prefix, logprob=logprob, canonical_logprob=canonical, windows=len(plan), rows=rows, nodes=nodes))
+    return out
