@@ -16,6 +16,7 @@ import numpy as np
 from . import _core, models
 from .backends.hf import HFTokenLM
 from .backends.protocol import TokenLM
+from .backends.vllm import VLLMTokenLM, is_vllm_llm
 from .byte_model import ByteModel, Score
 from .choice import ChoiceState
 from .full_state import ByteState
@@ -55,6 +56,9 @@ class ByteLM(ByteModel):
         if hasattr(model, "logprobs") and hasattr(model, "vocab_size"):
             token_lm = model
             self.model = getattr(model, "model", None)
+        elif is_vllm_llm(model):  # an engine the user built; rows come through it
+            token_lm = VLLMTokenLM(model, tokenizer)
+            self.model = None
         else:
             # A document starts after BOS; tokenizers without one (SmolLM2, Qwen, GPT-2) separate
             # documents with their end-of-text token, so that is the start context here.
@@ -69,17 +73,29 @@ class ByteLM(ByteModel):
             gateway=ModelGateway(token_lm, speculate=speculate),
             eos_ids=tuple(int(t) for t in eos_ids) if eos_ids is not None else tuple(default_eos_ids(tokenizer)),
             tables=TokenTables(core, width),
-            max_prompt_tokens=max_prompt_tokens or max_positions(self.model),
+            max_prompt_tokens=max_prompt_tokens or max_positions(self.model) or getattr(token_lm, "max_model_len", None),
             special_texts=tuple(s.encode() for s in specials if s),
         )
         """Everything the states need (tokenizer core, gateway, end ids, tables, limits)."""
         self.tolerance = tolerance
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, device: str = "cpu", dtype: Any = None, **kw: Any) -> ByteLM:
-        """A registry model (converted on first use) or a local HF checkpoint folder."""
-        model = models.load_model(name_or_path, device=device, dtype=dtype)
+    def from_pretrained(cls, name_or_path: str, *, device: str = "cpu", dtype: Any = None, backend: str = "hf",
+                        engine_kw: dict[str, Any] | None = None, **kw: Any) -> ByteLM:
+        """A registry model (converted on first use) or a local HF checkpoint folder.
+
+        ``backend="vllm"`` runs the model on a vLLM engine (`bytecover.backends.vllm`; `dtype` a
+        string such as ``"bfloat16"``, default float32); `engine_kw` go to ``vllm.LLM``
+        (``tensor_parallel_size``, ``pipeline_parallel_size``, ``gpu_memory_utilization``...)."""
         tokenizer = models.load_tokenizer(name_or_path)
+        if backend == "vllm":
+            folder = models.ensure_model(name_or_path) if models.is_registry_name(str(name_or_path)) else name_or_path
+            token_lm = VLLMTokenLM.from_pretrained(str(folder), tokenizer, dtype=str(dtype or "float32").removeprefix("torch."),
+                                                   **(engine_kw or {}))
+            return cls(token_lm, tokenizer, **kw)
+        if backend != "hf":
+            raise ValueError(f"backend must be 'hf' or 'vllm', got {backend!r}")
+        model = models.load_model(name_or_path, device=device, dtype=dtype)
         return cls(model, tokenizer, **kw)
 
     # -- what the spec holds, under the names users already know ------------------------------
