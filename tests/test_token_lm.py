@@ -51,6 +51,13 @@ class FakeTokenizer:
         return {"input_ids": ([self.bos_token_id] if add_special_tokens and self.bos_token_id is not None else []) + ids}
 
 
+def _bytes_per_token(model) -> int:
+    """Keys + values of one token over all layers (float32), as the prefix cache sizes its arena."""
+    cfg = model.config
+    dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * dim * 4
+
+
 _REFERENCE: dict = {}
 
 
@@ -99,10 +106,12 @@ step = st.tuples(
     start=st.lists(token, max_size=25),
     steps=st.lists(step, min_size=1, max_size=8),
     memo=st.sampled_from([0, 64]),
-    fold=st.sampled_from([0, 8, 1000]),
+    budget_tokens=st.sampled_from([64, 100, 4096]),
 )
-def test_cached_rows_equal_full_forward(llama, start, steps, memo, fold):
-    lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50, memo_size=memo, fold_tokens=fold)
+def test_cached_rows_equal_full_forward(llama, start, steps, memo, budget_tokens):
+    """Whatever the cache holds (a budget of 64 tokens forces eviction and compaction), rows
+    equal uncached forwards."""
+    lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50, memo_size=memo, kv_budget_mb=budget_tokens * _bytes_per_token(llama) / 2**20)
     trunk = list(start)
     for kind, new, back, tails in steps:
         if kind == "grow":
@@ -116,10 +125,59 @@ def test_cached_rows_equal_full_forward(llama, start, steps, memo, fold):
         np.testing.assert_allclose(out, reference_rows(llama, prefixes), atol=1e-5)
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    trunks=st.lists(st.lists(token, min_size=0, max_size=12), min_size=1, max_size=5),
+    rounds=st.lists(st.lists(st.tuples(st.integers(0, 4), st.lists(token, min_size=0, max_size=3)), min_size=1, max_size=6), min_size=1, max_size=4),
+    budget_tokens=st.sampled_from([48, 4096]),
+)
+def test_batches_from_many_trunks_equal_full_forward(llama, trunks, rounds, budget_tokens):
+    """Requests of unrelated sequences (several trunks, each with tails) in one call: rows equal
+    uncached forwards, one forward per call, and the cache stays within its budget."""
+    budget = budget_tokens * _bytes_per_token(llama)
+    lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50, memo_size=0, kv_budget_mb=budget / 2**20, max_tree_tokens=10_000)
+    for batch in rounds:
+        prefixes = [trunks[i % len(trunks)] + tail for i, tail in batch]
+        calls = lm.n_calls
+        out = lm.logprobs(prefixes)
+        np.testing.assert_allclose(out, reference_rows(llama, prefixes), atol=1e-5)
+        assert lm.n_calls - calls <= 1 or budget_tokens < 64  # a tiny arena may not hold a batch
+        assert lm.cache_stats()["bytes"] <= budget
+        trunks = [t + tail for t, (_, tail) in zip(trunks, batch)] or trunks
+
+
+def test_cache_reports_hits_and_feeds_only_new_tokens(llama):
+    lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50, memo_size=0)
+    a, b = list(range(2, 22)), list(range(22, 42))
+    lm.logprobs([a, b])
+    assert lm.cache_stats()["tokens_fed"] == 41  # the start token once, then both trunks
+    lm.logprobs([a + [3], b + [4], b + [5]])
+    stats = lm.cache_stats()
+    assert stats["tokens_fed"] == 44 and stats["tokens_cached"] == 21 + 21 + 21
+    assert 0 < stats["hit_rate"] < 1 and stats["nodes"] == 44
+
+
 def test_uncached_path_matches(llama):
     lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50, cache_reuse=False, max_batch_tokens=10)
     prefixes = [[1, 2, 3], [4], [], [9] * 12, [1, 2, 3, 4, 5]]
     np.testing.assert_allclose(lm.logprobs(prefixes), reference_rows(llama, prefixes), atol=1e-5)
+
+
+def test_gemma3_layer_types_match():
+    """Models with sliding and full layers get one tree mask per layer type."""
+    torch.manual_seed(2)
+    cfg = transformers.Gemma3TextConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
+                                        num_key_value_heads=1, head_dim=16, sliding_window=4, max_position_embeddings=256,
+                                        layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"])
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    lm = HFTokenLM(model, bos_ids=[BOS], vocab_size=50)
+    rng = np.random.default_rng(3)
+    trunks = [list(rng.integers(0, 50, 9)), list(rng.integers(0, 50, 5))]
+    for _ in range(6):
+        for t in trunks:
+            t.append(int(rng.integers(50)))
+        prefixes = [t + list(rng.integers(0, 50, k)) for t in trunks for k in (0, 2)]
+        np.testing.assert_allclose(lm.logprobs(prefixes), reference_rows(model, prefixes), atol=1e-5)
 
 
 def test_sliding_window_model_matches():

@@ -24,6 +24,7 @@ from .gateway import CallStats, ModelGateway
 from .handoff import handoff_chunks
 from .prefix_scoring import score_texts
 from .sampling import SamplingConfig
+from .scheduler import Scheduler
 from .spec import ByteSpec
 from .state_protocol import ByteStep
 from .streaming import Text, as_bytes
@@ -134,6 +135,12 @@ class ByteLM(ByteModel):
         twin.spec = self.spec.with_context(context_ids, eos_ids=eos_ids)
         twin.last_state = None
         return twin
+
+    def schedulers(self) -> list[Scheduler]:
+        return [self.spec.gateway.scheduler]
+
+    def check_prompt(self, prompt: Text) -> None:
+        self.spec.check_prompt(as_bytes(prompt))
 
     # -- states ---------------------------------------------------------------------------------
     def state(self, prefix: Text = b"", *, tolerance: float | None = None) -> ByteState:

@@ -5,16 +5,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast, overload
 
 import numpy as np
 
+from .concurrency import iter_batched, map_batched
 from .sampling import EOS, SamplingConfig
+from .scheduler import Scheduler
 from .state_protocol import ByteStep, DistributionState
 from .streaming import Text, as_bytes, emit
 
-__all__ = ["ByteModel", "Score", "chosen_bytes"]
+__all__ = ["ByteModel", "Score", "chosen_bytes", "DEFAULT_BATCH"]
+
+DEFAULT_BATCH = 16
+"""Sequences live at once in the list forms of `generate` / `stream`."""
+
+_STREAM_DEFAULTS: dict[str, Any] = dict(max_new_bytes=256, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None, bytewise=None)
+
+
+def _is_batch(prompt: object) -> bool:
+    """A list or tuple of prompts (a str or bytes prompt is one prompt)."""
+    return isinstance(prompt, (list, tuple))
 
 
 @dataclass
@@ -97,7 +110,28 @@ class ByteModel:
         """Exact natural-log next-byte distribution, shape (257,): bytes 0-255, then EOS."""
         return np.asarray(self.state(prefix).distribution().logprobs)
 
-    def stream(self, prompt: Text, *, max_new_bytes: int = 256, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None, stop: Sequence[Text] | None = None, bytewise: bool | None = None) -> Iterator[Text]:
+    def schedulers(self) -> list[Scheduler]:  # pragma: no cover - abstract
+        """The schedulers of the token models this byte model calls (one per model)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Inside this block, the calling thread's model calls join one forward per step with
+        every other thread inside a `batched()` block of the same models (`bytecover.scheduler`).
+        The list forms of `generate` / `stream` and `fim.complete` use it; call it yourself to
+        serve sequences from threads of your own (a server). Outside it, calls from several
+        threads are safe and served one at a time."""
+        with ExitStack() as stack:
+            for s in self.schedulers():
+                stack.enter_context(s.member())
+            yield
+
+    @overload
+    def stream(self, prompt: Text, *, max_new_bytes: int = ..., temperature: float = ..., top_k: int | None = ..., top_p: float | None = ..., seed: int | None = ..., stop: Sequence[Text] | None = ..., bytewise: bool | None = ..., batch: int = ...) -> Iterator[Text]: ...
+    @overload
+    def stream(self, prompt: list[str] | list[bytes] | tuple[Text, ...], *, max_new_bytes: int = ..., temperature: float = ..., top_k: int | None = ..., top_p: float | None = ..., seed: int | None = ..., stop: Sequence[Text] | None = ..., bytewise: bool | None = ..., batch: int = ...) -> Iterator[tuple[int, Text]]: ...
+
+    def stream(self, prompt: Text | Sequence[Text], *, max_new_bytes: int = 256, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None, stop: Sequence[Text] | None = None, bytewise: bool | None = None, batch: int = DEFAULT_BATCH) -> Iterator[Text] | Iterator[tuple[int, Text]]:
         """Yield the continuation piece by piece as it is decided (str pieces hold whole characters).
 
         Two paths give the same distribution: byte by byte (every byte drawn from the exact
@@ -107,7 +141,25 @@ class ByteModel:
         controls it decodes byte by byte, since they act on bytes; ``bytewise=False`` forces the
         hand-off and applies them to tokens instead (like ``model.generate``; greedy then takes
         the most likely cover and then the most likely tokens).
+
+        A list of prompts yields ``(index, piece)`` pairs as the pieces are decided, up to
+        `batch` prompts live at once, all served by one forward per step; each prompt gets what
+        it would get alone with the same `seed`.
         """
+        kw: dict[str, Any] = dict(max_new_bytes=max_new_bytes, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stop, bytewise=bytewise)
+        if _is_batch(prompt):
+            prompts = cast(list[Text], list(prompt))
+            for p in prompts:
+                self.check_prompt(p)
+            return iter_batched(lambda p: self._stream_one(p, **kw), prompts, batch=batch, enter=self.batched)
+        return self._stream_one(prompt, **kw)  # type: ignore[arg-type]
+
+    def check_prompt(self, prompt: Text) -> None:
+        """Raise ValueError (saying what to fix) for a prompt this model cannot condition on;
+        batched calls check every prompt before starting any."""
+        as_bytes(prompt)
+
+    def _stream_one(self, prompt: Text, *, max_new_bytes: int, temperature: float, top_k: int | None, top_p: float | None, seed: int | None, stop: Sequence[Text] | None, bytewise: bool | None) -> Iterator[Text]:
         cfg = SamplingConfig(temperature, top_k, top_p)
         plain = temperature == 1.0 and top_k is None and top_p is None
         handoff = (not bytewise) if bytewise is not None else (plain and self.supports_handoff)
@@ -120,10 +172,35 @@ class ByteModel:
         chunks = self.handoff_chunks(prompt, cfg, rng) if handoff else self._byte_chunks(as_bytes(prompt), cfg, rng)
         yield from emit(chunks, max_new_bytes, stops, isinstance(prompt, str))
 
-    def generate(self, prompt: Text, **kw: Any) -> Text:
+    def generate(self, prompt: Text | Sequence[Text], *, n: int | None = None, batch: int = DEFAULT_BATCH, seed: int | None = None, **kw: Any) -> Any:
         """The continuation of `prompt`: `str` for a `str` prompt (whole characters), else bytes.
-        Keywords as for `stream`."""
-        pieces = list(self.stream(prompt, **kw))
+        Keywords as for `stream`.
+
+        Many at once, all served by one forward per step (up to `batch` live sequences; a
+        finished one frees its slot for the next): a list of prompts gives a list of
+        continuations; ``n=k`` gives k samples of each prompt (a list for one prompt, a list of
+        lists for a list), sample j drawn with seed ``seed + j`` (fresh randomness when `seed`
+        is None). Each continuation is what the one-prompt call with the same seed gives."""
+        many = _is_batch(prompt)
+        prompts = cast(list[Text], list(prompt) if many else [prompt])
+        k = 1 if n is None else int(n)
+        if k < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        for p in prompts:
+            self.check_prompt(p)
+        if seed is None and k > 1:
+            seeds: list[int | None] = [int(x) for x in np.random.SeedSequence().generate_state(k)]
+        else:
+            seeds = [None if seed is None else seed + j for j in range(k)]
+        jobs = [(p, s) for p in prompts for s in seeds]
+        outs = map_batched(lambda job: self._generate_one(job[0], seed=job[1], **kw), jobs, batch=batch, enter=self.batched)
+        if n is None:
+            return outs if many else outs[0]
+        grouped = [outs[i * k : (i + 1) * k] for i in range(len(prompts))]
+        return grouped if many else grouped[0]
+
+    def _generate_one(self, prompt: Text, **kw: Any) -> Text:
+        pieces = list(self._stream_one(prompt, **{**_STREAM_DEFAULTS, **kw}))
         if isinstance(prompt, str):
             return "".join(str(p) for p in pieces)
         return b"".join(bytes(p) for p in pieces)  # type: ignore[arg-type]
@@ -147,7 +224,7 @@ class ByteModel:
         ``normalise=True``: the full 257-way next-byte distribution at every byte (the whole
         vocabulary's validity at every fresh token prefix, and a row for every token prefix;
         tens to hundreds of times slower), which also reports the non-canonical mass."""
-        batch = isinstance(text, (list, tuple))
+        batch = _is_batch(text)
         texts = [as_bytes(t) for t in (cast(Sequence[Text], text) if batch else [cast(Text, text)])]
         if normalise:
             scores = [self._normalised_score(d) for d in texts]

@@ -56,6 +56,7 @@ from .ensemble_choice import EnsembleChoice
 from .ensemble_rules import mixture_logprobs, product_logprobs, proxy_logprobs
 from .ensemble_state import EnsembleState
 from .sampling import SamplingConfig
+from .scheduler import Scheduler
 from .state_protocol import ByteStep, DistributionState
 from .streaming import Text, as_bytes
 
@@ -113,6 +114,16 @@ class CombinedModel(ByteModel):
 
     def scoring_state(self, data: bytes) -> EnsembleState:
         return self._make(b"", lambda m: m.scoring_state(data))
+
+    def schedulers(self) -> list[Scheduler]:
+        """Every member's schedulers, once each (members may share a model)."""
+        out: list[Scheduler] = []
+        for m in self.models:
+            out.extend(s for s in m.schedulers() if all(s is not o for o in out))
+        return out
+
+    def check_prompt(self, prompt: Text) -> None:
+        as_bytes(prompt)
 
 
 class Ensemble(CombinedModel):

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from . import _core
 from .byte_lm import ByteLM
+from .byte_model import DEFAULT_BATCH
+from .concurrency import map_batched
 from .fim_templates import TEMPLATES, FimTemplate, detect_in_vocab
 from .handoff import decode_tokens
 from .healing import heal_prompt
@@ -90,11 +92,18 @@ def _heal_split(core: _core.Tokenizer, text: bytes) -> tuple[list[int], bytes]:
     return kept, removed
 
 
+@overload
+def complete(lm: ByteLM, prefix: Text, suffix: Text | None, *, method: str = ..., order: str = ..., template: FimTemplate | None = ..., max_new_bytes: int = ..., temperature: float = ..., top_k: int | None = ..., top_p: float | None = ..., seed: int | None = ..., stop: Sequence[Text] | None = ..., bytewise: bool = ..., batch: int = ...) -> Text: ...
+@overload
+def complete(lm: ByteLM, prefix: list[str] | list[bytes] | tuple[Text, ...], suffix: Sequence[Text | None] | Text | None, *, method: str = ..., order: str = ..., template: FimTemplate | None = ..., max_new_bytes: int = ..., temperature: float = ..., top_k: int | None = ..., top_p: float | None = ..., seed: int | None = ..., stop: Sequence[Text] | None = ..., bytewise: bool = ..., batch: int = ...) -> list[Text]: ...
+
+
 def complete(
     lm: ByteLM,
-    prefix: Text,
-    suffix: Text | None,
+    prefix: Text | Sequence[Text],
+    suffix: Text | None | Sequence[Text | None],
     *,
+    batch: int = DEFAULT_BATCH,
     method: str = "bytes",
     order: str = "psm",
     template: FimTemplate | None = None,
@@ -105,7 +114,7 @@ def complete(
     seed: int | None = None,
     stop: Sequence[Text] | None = None,
     bytewise: bool = False,
-) -> Text:
+) -> Text | list[Text]:
     """The middle between `prefix` and `suffix` (`str` in, `str` out; bytes in, bytes out).
 
     ``suffix=None`` is left-to-right completion of `prefix` (any model, no template). `method`
@@ -113,7 +122,22 @@ def complete(
     ``"spm"`` where the template has it. Greedy by default (`temperature=0`); sampling controls
     act on tokens, or on bytes with ``bytewise=True`` (bytes method only: every byte is chosen
     from the exact distribution; about 1.5-2x the hand-off's time on a CPU).
+
+    Lists of prefixes and suffixes (same length; a suffix None: left to right) give the list of
+    middles, up to `batch` tasks live at once, served by one forward per step; each middle is
+    what the one-task call gives.
     """
+    kw: dict[str, Any] = dict(method=method, order=order, template=template, max_new_bytes=max_new_bytes, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stop, bytewise=bytewise)
+    if isinstance(prefix, (list, tuple)):
+        suffixes = list(suffix) if isinstance(suffix, (list, tuple)) else [suffix] * len(prefix)
+        if len(suffixes) != len(prefix):
+            raise ValueError(f"got {len(prefix)} prefixes but {len(suffixes)} suffixes")
+        tasks = list(zip(prefix, suffixes))
+        return map_batched(lambda task: _complete_one(lm, task[0], task[1], **kw), tasks, batch=batch, enter=lm.batched)
+    return _complete_one(lm, prefix, suffix, **kw)  # type: ignore[arg-type]
+
+
+def _complete_one(lm: ByteLM, prefix: Text, suffix: Text | None, *, method: str, order: str, template: FimTemplate | None, max_new_bytes: int, temperature: float, top_k: int | None, top_p: float | None, seed: int | None, stop: Sequence[Text] | None, bytewise: bool) -> Text:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if bytewise and method != "bytes":

@@ -2,8 +2,8 @@
 
 Every state, decoder and scorer asks the gateway, never the token LM directly, so counting
 (`CallStats`), timing, speculative rows and the check that rows are normalised log-probabilities
-live here once. A batching scheduler (many live states served by one forward) belongs here too:
-it only has to change how the gateway groups requests, not the states that post them.
+live here once. Requests go through the model's `Scheduler`, which serves the requests of all
+live sequences (threads inside `ByteModel.batched()`) with one backend call per step.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backends.protocol import TokenLM
+from .backends.protocol import ContextTokenLM, TokenLM
+from .scheduler import Scheduler
 from .speculation import draft
 from .token_seqs import Prefix, shared_prefix_len, tail_logprobs, tail_prefixes
 
@@ -65,35 +66,42 @@ class ModelGateway:
     also computes (`bytecover.speculation`; 0 turns them off; exactness does not depend on it).
     """
 
-    def __init__(self, token_lm: TokenLM, *, speculate: int = 0) -> None:
+    def __init__(self, token_lm: TokenLM, *, speculate: int = 0, scheduler: Scheduler | None = None, context: Sequence[int] = ()) -> None:
         self.token_lm = token_lm
         self.vocab_size = int(token_lm.vocab_size)
         self.speculate = int(speculate)
+        self.scheduler = scheduler if scheduler is not None else Scheduler(token_lm)
+        """Batches the requests of concurrent sequences (`bytecover.scheduler`); shared by every
+        context view of the same model, so FIM prompts with different templates batch together."""
+        self.context = tuple(int(t) for t in context)
+        """Tokens in front of every prefix this gateway asks about (after the start tokens)."""
         self._normalise: bool | None = None  # decided from the first rows the backend returns
 
-    def over(self, token_lm: TokenLM) -> ModelGateway:
-        """A gateway with the same settings over another token LM (a context-prefixed view)."""
-        twin = ModelGateway(token_lm, speculate=self.speculate)
+    def with_context(self, context_ids: Sequence[int]) -> ModelGateway:
+        """A gateway with the same settings and scheduler for text that follows `context_ids`:
+        its token LM (what users see as `token_lm`) is the context view, while requests go to
+        the shared scheduler with the context in front."""
+        view = ContextTokenLM(self.token_lm, context_ids)
+        twin = ModelGateway(view, speculate=self.speculate, scheduler=self.scheduler, context=self.context + view.context)
         twin._normalise = self._normalise
         return twin
 
     # ------------------------------------------------------------------ rows
     def rows(self, prefixes: Sequence[Sequence[int]], stats: CallStats, *, draft_ahead: bool = False) -> np.ndarray:
-        """Next-token rows for `prefixes`, in order, as one request to the backend.
+        """Next-token rows for `prefixes`, in order, as one request to the scheduler (one backend
+        call, shared with the other live sequences when the caller runs inside `batched()`).
         `draft_ahead`: the same request also computes the rows along a prompt-lookup draft after
         the first prefix (when the backend keeps rows), so that later requests find them."""
-        tl = self.token_lm
         wanted: list[Sequence[int]] = [list(p) for p in prefixes]
         extra = self._draft_prefixes(list(wanted[0])) if draft_ahead and wanted else []
-        calls_before = getattr(tl, "n_calls", None)
         t0 = time.perf_counter()
-        block = np.asarray(tl.logprobs(wanted + extra))[: len(wanted)]
+        served = self.scheduler.logprobs([self.context + tuple(p) for p in wanted + extra])
         stats.model_seconds += time.perf_counter() - t0
-        calls_after = getattr(tl, "n_calls", None)
-        # Rows memoised by the backend cost no forward: count the forwards it actually ran.
-        stats.model_calls += 1 if calls_before is None or calls_after is None else int(calls_after) - int(calls_before)
+        # Rows memoised by the backend cost no forward: count the forwards it actually ran (in a
+        # batched step, the step's forwards, shared with the other sequences).
+        stats.model_calls += served.forwards
         stats.rows += len(wanted)
-        return self._checked(block)
+        return self._checked(served.values[: len(wanted)])
 
     def rows_by_prefix(self, prefixes: Iterable[Sequence[int]], stats: CallStats, *, batch: int) -> dict[Prefix, np.ndarray]:
         """Rows for a set of token prefixes, `batch` per request, shortest first (so that a
@@ -142,19 +150,18 @@ class ModelGateway:
 
     # ------------------------------------------------------------------ sequence scores
     def sequence_logprob(self, seqs: Sequence[Sequence[int]], stats: CallStats) -> np.ndarray:
-        """log p(seq) for each sequence (after the start tokens), by the backend's own method."""
-        tl = self.token_lm
-        calls_before = getattr(tl, "n_calls", None)
+        """log p(seq) for each sequence (after the start tokens and the context)."""
+        if self.context or not hasattr(self.scheduler.token_lm, "sequence_logprob"):
+            # The backend scores from its start tokens (after a context, or for a bare object
+            # with `logprobs` only): read the conditionals off the checked rows of every prefix
+            # instead (one request, on the prefix cache).
+            rows = self.rows_by_prefix(tail_prefixes(seqs, 0), stats, batch=1 << 30)
+            return np.asarray(tail_logprobs(rows, seqs, 0), dtype=np.float64)
         t0 = time.perf_counter()
-        if hasattr(tl, "sequence_logprob"):
-            out = np.asarray(tl.sequence_logprob([list(s) for s in seqs]), dtype=np.float64)
-        else:  # a bare object with `logprobs` only: the sum of its rows
-            rows = self.rows_by_prefix(tail_prefixes(seqs, 0), CallStats(), batch=max(1, len(seqs)))
-            out = np.asarray(tail_logprobs(rows, seqs, 0), dtype=np.float64)
+        served = self.scheduler.sequence_logprob(seqs)
         stats.model_seconds += time.perf_counter() - t0
-        calls_after = getattr(tl, "n_calls", None)
-        stats.model_calls += 1 if calls_before is None or calls_after is None else int(calls_after) - int(calls_before)
-        return out
+        stats.model_calls += served.forwards
+        return np.asarray(served.values, dtype=np.float64)
 
     def shared_trunk_logprob(self, seqs: Sequence[Sequence[int]], stats: CallStats, *, batch: int = 32) -> np.ndarray:
         """log p(seq) for sequences that share a long trunk (the covers of one prompt): the trunk

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import _core
-from .backends.protocol import ContextTokenLM
 from .gateway import ModelGateway
 from .token_tables import TokenTables
 
@@ -52,12 +51,12 @@ class ByteSpec:
     def with_context(self, context_ids: Sequence[int], *, eos_ids: Sequence[int] | None = None) -> ByteSpec:
         """The same model continuing text that follows the tokens `context_ids`; `eos_ids`
         replaces the ids that end the text (e.g. a FIM end token)."""
-        context = ContextTokenLM(self.gateway.token_lm, context_ids)
+        gateway = self.gateway.with_context(context_ids)
         return dataclasses.replace(
             self,
-            gateway=self.gateway.over(context),
+            gateway=gateway,
             eos_ids=self.eos_ids if eos_ids is None else tuple(int(t) for t in eos_ids),
-            context_len=self.context_len + len(context.context),
+            context_len=len(gateway.context),
         )
 
     def user_text(self, internal: bytes) -> bytes:

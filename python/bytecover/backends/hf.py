@@ -16,51 +16,27 @@ from typing import Any
 
 import numpy as np
 
-from ..token_seqs import common_prefix_len, shared_prefix_len
 from ..tokenizer_support import detect_start_ids
 from .fast_linear import FastLinears
+from .kv_arena import KVArena, tree_mask
 from .protocol import TokenLMBase
+from .radix_tree import RadixNode, RadixTree
 
 __all__ = ["HFTokenLM"]
 
 
-@dataclass
-class _KVPool:
-    """Key/value states of the last batch, one row per sequence, kept for the next call.
-
-    Row `i` holds valid states for positions `[0, len(rows[i]))`; anything after that is right
-    padding and is never read back (a crop to at most `len(rows[i])` drops it).
-    """
-
-    layers: list[tuple[Any, Any]]  # per layer (keys, values), each (B, heads, T, head_dim)
-    rows: list[tuple[int, ...]]
-
-    def best_match(self, target: Sequence[int]) -> tuple[int, int]:
-        """(row, length) of the row sharing the longest prefix with `target`."""
-        best_row, best_len = 0, 0
-        for i, row in enumerate(self.rows):
-            m = common_prefix_len(row, target)
-            if m > best_len:
-                best_row, best_len = i, m
-        return best_row, best_len
-
-    def slice(self, row: int, length: int) -> list[tuple[Any, Any]]:
-        """Views of one row's first `length` positions (views: the pool itself is never written)."""
-        return [(k[row : row + 1, :, :length], v[row : row + 1, :, :length]) for k, v in self.layers]
-
-
 class HFTokenLM(TokenLMBase):
-    """A transformers causal LM as a `TokenLM`, with KV-cache reuse across calls.
+    """A transformers causal LM as a `TokenLM`, with a prefix (radix) K/V cache across calls.
 
-    Cache strategy: after every batched call the per-row key/value states are kept (`_KVPool`).
-    The next call computes the batch's common prefix (capped so every request keeps at least one
-    token to feed, which is where its logits come from), takes the pool row sharing the longest
-    prefix with it, crops that row (a view), optionally extends it by the missing trunk tokens in
-    a batch-1 forward, broadcasts it along the batch and feeds only the per-request suffixes
-    (right-padded, positions continuing after the trunk).  In the engine's steady state (requests
-    = last call's prefix + one token) this is a single forward feeding `batch` tokens.
-    Short trunk extensions are folded into the suffixes instead of costing an extra forward.
-    Rows of recent calls are memoised by prefix so repeated requests cost nothing.
+    Cache strategy: the keys/values of every token fed are kept in an arena (`kv_arena`), and a
+    token trie (`radix_tree`) says which prefix each slot belongs to. A call looks up the
+    longest cached prefix of every request, lays the remaining tokens of all requests out as
+    one sequence (each distinct token once) and runs one forward in which every token attends
+    to the slots of its own cached prefix and its own ancestors (a tree mask; positions are
+    depths). So requests from many trunks (many sequences, many covers) cost one forward that
+    feeds only their new tokens. The arena has a memory budget (`kv_budget_mb`); the least
+    recently used prefixes are evicted when it is full. Rows of recent calls are also
+    memoised by prefix, so repeated requests cost nothing. `cache_stats()` reports hits.
     """
 
     def __init__(
@@ -71,19 +47,19 @@ class HFTokenLM(TokenLMBase):
         bos_ids: Sequence[int] | None = None,
         vocab_size: int | None = None,
         memo_size: int = 64,
-        fold_tokens: int = 8,
         cache_reuse: bool | None = None,
         max_batch_tokens: int | None = None,
-        tree_mask: bool = True,
+        kv_budget_mb: float = 1024.0,
+        max_tree_tokens: int = 2048,
         fast_linear: bool = True,
     ) -> None:
         """Wrap `model` (put in eval mode: dropout would make rows random).
 
         `bos_ids` overrides the start tokens found from `tokenizer`; `vocab_size` overrides
-        `len(tokenizer)`.  `fold_tokens` bounds the extra tokens spent folding a trunk extension
-        into the batch instead of a separate forward.  `cache_reuse=None` enables reuse for
-        attention-only models.  `max_batch_tokens` bounds padded tokens per uncached forward.
-        `tree_mask` lets a batch run as one forward feeding each distinct token once (`_tree_rows`).
+        `len(tokenizer)`.  `cache_reuse=None` enables the prefix cache for attention-only models.
+        `max_batch_tokens` bounds padded tokens per uncached forward.  `kv_budget_mb` bounds the
+        prefix cache's memory; `max_tree_tokens` the new tokens of one forward (a batch whose
+        requests need more, such as many fresh prompts, is fed in several forwards).
         `fast_linear` lets linear layers compute ``W @ x.T`` during these forwards on a CPU where
         that measured faster at start-up (`bytecover.fast_linear`; up to 2x per forward here).
         """
@@ -104,14 +80,16 @@ class HFTokenLM(TokenLMBase):
         self.device = model.get_input_embeddings().weight.device
         self._forward_params = set(inspect.signature(model.forward).parameters)
         self._reuse = self._reuse_supported() if cache_reuse is None else bool(cache_reuse)
-        self.fold_tokens = int(fold_tokens)
         self.max_batch_tokens = int(max_batch_tokens or max(64, 2**26 // self.n_logits))
         self._memo: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         self._memo_size = int(memo_size)
-        self._tree = bool(tree_mask)
         self.fast_linears: FastLinears | None = FastLinears(model) if fast_linear else None
         """Linear layers swapped to ``W @ x.T`` during our forwards (None: torch's own path)."""
-        self._pool: _KVPool | None = None
+        self.max_tree_tokens = int(max_tree_tokens)
+        self.kv_budget_bytes = int(kv_budget_mb * 2**20)
+        self._radix = RadixTree()
+        self._arena: KVArena | None = None
+        self._hits = _CacheCounters()
         self.n_calls = 0
         self.n_tokens_fed = 0
 
@@ -193,7 +171,8 @@ class HFTokenLM(TokenLMBase):
 
     def reset_cache(self) -> None:
         """Forget cached key/values and memoised rows (e.g. after changing the model's weights)."""
-        self._pool = None
+        self._radix.clear()
+        self._arena = None
         self._memo.clear()
 
     # ----------------------------------------------------------------- helpers
@@ -254,7 +233,7 @@ class HFTokenLM(TokenLMBase):
         """Rows for distinct, not memoised prefixes."""
         seqs = [self._full(k) for k in keys]
         if self._reuse:
-            rows = self._cached_rows(seqs, keys)
+            rows = self._arena_rows(seqs, keys)
             if rows is not None:
                 return rows
         out: dict[tuple[int, ...], np.ndarray] = {}
@@ -316,157 +295,229 @@ class HFTokenLM(TokenLMBase):
         _, logits = self._forward(ids, mask, positions, None, keep)
         return logits
 
-    # ----------------------------------------------------------------- KV-cache reuse
-    def _cached_rows(self, seqs: list[tuple[int, ...]],
-                     keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray] | None:
-        """Rows via the kept K/V states; None when the model's cache turned out not reusable."""
-        trunk_len = min(shared_prefix_len(seqs), min(len(s) for s in seqs) - 1)
-        trunk = seqs[0][:trunk_len]
-        base, have = self._base_from_pool(trunk)
-        missing = trunk_len - have
-        padded = len(seqs) * (max(len(s) for s in seqs) - have)
-        if len(seqs) > 1 and padded > len(seqs) and self._tree_ok(have + padded):
-            return self._tree_rows(base, have, seqs, keys)
-        if missing > 0 and (len(seqs) - 1) * missing > self.fold_tokens:
-            base = self._extend(base, trunk[have:], have)
-            if base is None:
-                return None
-            have = trunk_len
-        suffixes = [s[have:] for s in seqs]
-        ids, mask, positions = self._pad(suffixes, have)
-        cache = self._make_cache(base, len(seqs))
-        out, logits = self._forward(ids, mask, positions, cache, self._last_positions(suffixes))
-        layers = self._cache_layers(out, have + ids.shape[1], len(seqs))
-        if layers is None:
-            return None
-        self._pool = _KVPool(layers=layers, rows=list(seqs))
-        return {k: self._to_numpy(self._log_softmax(logits[b, 0], k)) for b, k in enumerate(keys)}
+    # ----------------------------------------------------------------- prefix cache
+    def cache_stats(self) -> dict[str, Any]:
+        """Prefix-cache counters: tokens asked for, found cached, fed; slots, bytes, evictions."""
+        arena = self._arena
+        return {
+            **vars(self._hits),
+            "hit_rate": self._hits.tokens_cached / max(1, self._hits.tokens_requested),
+            "nodes": self._radix.size,
+            "slots_used": arena.used if arena else 0,
+            "capacity": arena.capacity if arena else 0,
+            "bytes": arena.nbytes() if arena else 0,
+            "budget_bytes": self.kv_budget_bytes,
+        }
 
-    def _tree_ok(self, length: int) -> bool:
-        """Whether one forward with a tree mask may replace trunk + batch: the model must take a
-        4-D mask as it is, which drops a sliding window, so only within the window."""
-        if not self._tree:
-            return False
+    def _arena_for(self) -> KVArena:
+        if self._arena is None:
+            self._arena = KVArena(len(self._attention_layer_types()), max(1, self.kv_budget_bytes // self._bytes_per_token()))
+        return self._arena
+
+    def _text_config(self) -> Any:
         config: Any = getattr(self.model, "config", None)
-        text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-        window: Any = getattr(text_config, "sliding_window", None)
-        uses_window = window is not None and (getattr(text_config, "use_sliding_window", True) or "sliding_attention" in (getattr(text_config, "layer_types", None) or []))
-        return not uses_window or length <= int(window)
+        return config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
 
-    def _tree_rows(self, base: list[tuple[Any, Any]] | None, have: int, seqs: list[tuple[int, ...]],
-                   keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray] | None:
-        """Rows for a batch in *one* forward that feeds every distinct token once: the requests
-        beyond the cached `have` positions form a trie, laid out as one sequence in which each
-        token sees the cache and its own ancestors only (a 4-D mask; positions are depths).
-        Right-padded batches feed every request's whole suffix, so requests that part early
-        (a prompt's covers, token prefixes of different lengths) cost their longest member
-        times their number; feeding the trunk first and then the batch costs two forwards.
-        The kept K/V rows are gathered per request afterwards, so later calls reuse them."""
-        torch = self._torch
-        node_of: dict[tuple[int, ...], int] = {}
-        parent: list[int] = []
-        tokens: list[int] = []
-        depth: list[int] = []
-        last: list[int] = []
-        for sq in seqs:
-            at = -1
-            for d in range(have, len(sq)):
-                key = sq[have : d + 1]
-                at_next = node_of.get(key)
-                if at_next is None:
-                    at_next = node_of[key] = len(tokens)
-                    parent.append(at)
-                    tokens.append(sq[d])
-                    depth.append(d)
-                at = at_next
-            last.append(at)
-        q = len(tokens)
-        visible = torch.zeros((q, have + q), dtype=torch.bool)
-        visible[:, :have] = True
-        chains: list[list[int]] = []
-        for i in range(q):
-            chain = chains[parent[i]] + [i] if parent[i] >= 0 else [i]
-            chains.append(chain)
-            visible[i, [have + j for j in chain]] = True
+    def _attention_layer_types(self) -> list[str]:
+        cfg = self._text_config()
+        types = getattr(cfg, "layer_types", None)
+        return list(types) if types else ["full_attention"] * int(cfg.num_hidden_layers)
+
+    def _bytes_per_token(self) -> int:
+        """Keys + values of one token over all layers, from the config (the arena's size)."""
+        cfg = self._text_config()
+        heads = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
+        dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        size = self.model.get_input_embeddings().weight.element_size()
+        return len(self._attention_layer_types()) * 2 * heads * dim * size
+
+    def _window(self) -> int | None:
+        """The sliding window of a model whose layers all slide (no `layer_types`), else None."""
+        cfg = self._text_config()
+        window = getattr(cfg, "sliding_window", None)
+        if window is None or getattr(cfg, "layer_types", None) or not getattr(cfg, "use_sliding_window", True):
+            return None
+        return int(window)
+
+    def _masks(self, visible: np.ndarray, query_depth: np.ndarray, key_depth: np.ndarray) -> Any:
+        """The tree mask as the model takes it: per layer type where the config has layer types
+        (full and sliding layers see different keys), else one mask (windowed when every layer
+        slides). A 4-D mask is used as given, so the window has to be in it."""
         dtype = self.model.get_input_embeddings().weight.dtype
-        mask = torch.zeros((1, 1, q, have + q), dtype=dtype)
-        mask.masked_fill_(~visible, torch.finfo(dtype).min)
-        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
-        pos = torch.tensor([depth], dtype=torch.long, device=self.device)
-        keep = torch.tensor([last], dtype=torch.long, device=self.device)
-        out, logits = self._forward(ids, mask.to(self.device), pos, self._make_cache(base, 1), keep)
-        layers = self._cache_layers(out, have + q, 1)
-        if layers is None:
+        cfg = self._text_config()
+        if getattr(cfg, "layer_types", None):
+            window = getattr(cfg, "sliding_window", None)
+            return {t: tree_mask(visible, query_depth, key_depth, int(window) if t == "sliding_attention" and window else None, dtype, self.device)
+                    for t in set(cfg.layer_types)}
+        return tree_mask(visible, query_depth, key_depth, self._window(), dtype, self.device)
+
+    def _arena_rows(self, seqs: list[tuple[int, ...]], keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray] | None:
+        """Rows via the prefix cache, one forward per `max_tree_tokens` new tokens (one forward
+        in the steady state); None when the model's cache turned out not usable this way."""
+        out: dict[tuple[int, ...], np.ndarray] = {}
+        todo = list(range(len(seqs)))
+        while todo:
+            plan = _TreeBatch.build(self._radix, [seqs[i] for i in todo], self.max_tree_tokens)
+            if plan.q > self._arena_for().capacity // 2:
+                return None  # too long to cache: the caller runs plain forwards
+            taken = todo[: plan.n_requests]
+            logits = self._tree_forward(plan)
+            if logits is None:
+                return None
+            for b, i in enumerate(taken):
+                out[keys[i]] = self._to_numpy(self._log_softmax(logits[0, b], keys[i]))
+            todo = todo[plan.n_requests :]
+        return out
+
+    def _tree_forward(self, plan: _TreeBatch) -> Any:
+        """One forward feeding `plan`'s new tokens over the arena; the new states join the tree."""
+        torch = self._torch
+        arena = self._arena_for()
+        self._hits.tokens_requested += plan.tokens_requested
+        self._hits.tokens_cached += plan.tokens_matched
+        paths = {b: self._radix.path(node) for b, node in plan.bases.items()}
+        if not self._make_room(plan.q, paths):
             return None
-        # Per request: the cached past, then its chain of trie tokens (right padding repeats 0).
-        width = max(len(sq) for sq in seqs)
-        index = torch.zeros((len(seqs), width), dtype=torch.long)
-        for b, at in enumerate(last):
-            own = list(range(have)) + [have + j for j in chains[at]]
-            index[b, : len(own)] = torch.tensor(own, dtype=torch.long)
-        flat = index.reshape(-1).to(self.device)
-        gathered = []
-        for k, v in layers:
-            heads, dim = k.shape[1], k.shape[3]
-            gathered.append(tuple(t[0][:, flat, :].reshape(heads, len(seqs), width, dim).permute(1, 0, 2, 3).contiguous() for t in (k, v)))
-        self._pool = _KVPool(layers=gathered, rows=list(seqs))
-        return {k: self._to_numpy(self._log_softmax(logits[0, b], k)) for b, k in enumerate(keys)}
-
-    def _base_from_pool(self, trunk: tuple[int, ...]) -> tuple[list[tuple[Any, Any]] | None, int]:
-        """Best kept row cropped to its overlap with `trunk` (views, so the pool stays intact)."""
-        if self._pool is None or not trunk:
-            return None, 0
-        row, length = self._pool.best_match(trunk)
-        if length == 0:
-            return None, 0
-        return self._pool.slice(row, length), length
-
-    def _extend(self, base: list[tuple[Any, Any]] | None, tokens: Sequence[int],
-                past: int) -> list[tuple[Any, Any]] | None:
-        """Feed trunk tokens once (batch 1) instead of once per request."""
-        ids, _, positions = self._pad([tokens], past)
-        keep = self._torch.tensor([[len(tokens) - 1]], dtype=self._torch.long, device=self.device)
-        out, _ = self._forward(ids, None, positions, self._make_cache(base, 1), keep)
-        return self._cache_layers(out, past + len(tokens), 1)
-
-    def _make_cache(self, base: list[tuple[Any, Any]] | None, batch: int) -> Any:
-        """A fresh DynamicCache holding `base` broadcast to `batch` rows.
-
-        The layers hold expanded *views*; DynamicLayer.update concatenates into new tensors, so
-        the kept states are never written and no extra copy is made before the forward's own.
-        """
-        from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
-
-        cache = DynamicCache()
-        if base is None:
-            return cache
-        for keys, values in base:
-            layer = DynamicLayer()
-            layer.lazy_initialization(keys, values)
-            layer.keys = keys.expand(batch, -1, -1, -1)
-            layer.values = values.expand(batch, -1, -1, -1)
-            cache.layers.append(layer)
-        return cache
-
-    def _cache_layers(self, out: Any, length: int, batch: int) -> list[tuple[Any, Any]] | None:
-        """K/V tensors of the returned cache, or None (and reuse off) if it is not plain attention."""
-        from transformers.cache_utils import DynamicLayer
-
-        cache = getattr(out, "cache", None)
-        if cache is None:
-            cache = getattr(out, "past_key_values", None)
-        layers: Any = getattr(cache, "layers", None)
-        ok = bool(layers) and all(
-            type(layer) is DynamicLayer and layer.keys is not None and layer.keys.dim() == 4
-            and tuple(layer.keys.shape[:1]) == (batch,) and layer.keys.shape[2] == length
-            for layer in layers
-        )
-        if not ok:
-            self._reuse = False
-            self._pool = None
+        slots = {b: np.fromiter((n.slot for n in p), dtype=np.int64, count=len(p)) for b, p in paths.items()}
+        start = min((int(s.min()) for s in slots.values() if len(s)), default=arena.used)
+        used, q = arena.used, plan.q
+        width = used - start
+        visible = np.zeros((q, width + q), dtype=bool)
+        for b, js in plan.by_base().items():
+            if len(slots[b]):
+                visible[np.ix_(js, slots[b] - start)] = True
+        for j, parent in enumerate(plan.parent):  # parents come first: copy their chain, add self
+            if parent >= 0:
+                visible[j, width:] = visible[parent, width:]
+            visible[j, width + j] = True
+        depth = np.asarray(plan.depth, dtype=np.int64)
+        key_depth = np.concatenate([arena.depth[start:used], depth])
+        ids = torch.tensor([plan.tokens], dtype=torch.long, device=self.device)
+        pos = torch.tensor([plan.depth], dtype=torch.long, device=self.device)
+        keep = torch.tensor([plan.last], dtype=torch.long, device=self.device)
+        out, logits = self._forward(ids, self._masks(visible, depth, key_depth), pos, arena.cache(start), keep)
+        if not all(layer is mine for layer, mine in zip(getattr(out.past_key_values, "layers", []), arena.layers)):
+            self._reuse = False  # the model swapped our cache layers for its own: not plain attention
+            self.reset_cache()
             return None
-        return [(layer.keys, layer.values) for layer in layers]
+        arena.commit(depth)
+        plan.insert(self._radix, used)
+        self._hits.tokens_fed += q
+        return logits
+
+    def _make_room(self, q: int, paths: dict[int, list[RadixNode]]) -> bool:
+        """Keep the attention window near what the batch reads and `q` free slots at the end:
+        move the batch's slots to the end when the window is mostly stale; compact (evicting
+        the least recently used prefixes if needed) when the arena is full. False when the
+        batch's own prefixes and new tokens do not fit in the arena at all."""
+        arena = self._arena_for()
+        hot = {id(n): n for p in paths.values() for n in p}
+        if len(hot) + q > arena.capacity:
+            return False
+        start = min((n.slot for n in hot.values()), default=arena.used)
+        fits = arena.used + q <= arena.capacity
+        if fits and arena.used - start <= 2 * len(hot) + WINDOW_SLACK:
+            return True
+        if arena.used + len(hot) + q <= arena.capacity:
+            nodes = sorted(hot.values(), key=lambda n: n.slot)
+            arena.move(np.fromiter((n.slot for n in nodes), dtype=np.int64, count=len(nodes)), arena.used)
+            for i, n in enumerate(nodes):
+                n.slot = arena.used + i
+            arena.used += len(nodes)
+            self._hits.relocations += 1
+            return True
+        keep = (3 * arena.capacity) // 4 - q
+        if self._radix.size > keep:
+            self._hits.evicted += self._radix.evict(self._radix.size - max(keep, len(hot)), before=self._radix.clock)
+        nodes = sorted(self._radix.nodes(), key=lambda n: (n.stamp, n.slot))  # the batch's (newest) last
+        arena.move(np.fromiter((n.slot for n in nodes), dtype=np.int64, count=len(nodes)), 0)
+        for i, n in enumerate(nodes):
+            n.slot = i
+        arena.used = len(nodes)
+        self._hits.compactions += 1
+        return True
+
+
+WINDOW_SLACK = 256
+"""Stale slots tolerated in the attention window beyond twice the slots the batch reads, before
+the batch's slots are moved together (a move costs a copy of them; a stale slot costs attention
+for every new token)."""
+
+
+@dataclass
+class _CacheCounters:
+    tokens_requested: int = 0
+    tokens_cached: int = 0
+    tokens_fed: int = 0
+    evicted: int = 0
+    relocations: int = 0
+    compactions: int = 0
+
+
+@dataclass
+class _TreeBatch:
+    """The new tokens of a batch of requests laid out as one sequence: each distinct (cached
+    prefix, continuation) once, parents before children."""
+
+    bases: dict[int, RadixNode]  # id -> deepest cached node a request continues
+    tokens: list[int]
+    depth: list[int]
+    parent: list[int]  # index of the new token before this one, -1: it continues its base
+    base_of: list[int]  # id of the base node of each new token
+    last: list[int]  # per request: index of its last token (whose logits are its row)
+    n_requests: int
+    tokens_requested: int
+    tokens_matched: int  # found in the cache before this batch
+
+    @property
+    def q(self) -> int:
+        return len(self.tokens)
+
+    @classmethod
+    def build(cls, tree: RadixTree, seqs: list[tuple[int, ...]], limit: int) -> _TreeBatch:
+        """Requests from the start of `seqs` while their new tokens fit in `limit` (at least one
+        request)."""
+        tree.tick()
+        plan = cls({}, [], [], [], [], [], 0, 0, 0)
+        index: dict[tuple[int, tuple[int, ...]], int] = {}
+        for seq in seqs:
+            node, m = tree.match(seq)
+            if m == len(seq):  # cached, but its row is not: feed the last token again
+                assert node.parent is not None
+                node, m = node.parent, m - 1
+            fresh = [d for d in range(m, len(seq)) if (id(node), seq[m : d + 1]) not in index]
+            if plan.n_requests and plan.q + len(fresh) > limit:
+                break
+            plan.bases[id(node)] = node
+            at = -1
+            for d in range(m, len(seq)):
+                key = (id(node), seq[m : d + 1])
+                j = index.get(key)
+                if j is None:
+                    j = index[key] = plan.q
+                    plan.tokens.append(seq[d])
+                    plan.depth.append(d)
+                    plan.parent.append(at)
+                    plan.base_of.append(id(node))
+                at = j
+            plan.last.append(at)
+            plan.n_requests += 1
+            plan.tokens_requested += len(seq)
+            plan.tokens_matched += m
+        return plan
+
+    def by_base(self) -> dict[int, np.ndarray]:
+        groups: dict[int, list[int]] = {}
+        for j, b in enumerate(self.base_of):
+            groups.setdefault(b, []).append(j)
+        return {b: np.asarray(js, dtype=np.int64) for b, js in groups.items()}
+
+    def insert(self, tree: RadixTree, first_slot: int) -> None:
+        """Record the new tokens in the tree: token j's states are at slot `first_slot + j`."""
+        made: list[RadixNode] = []
+        for j, tok in enumerate(self.tokens):
+            parent = made[self.parent[j]] if self.parent[j] >= 0 else self.bases[self.base_of[j]]
+            made.append(tree.add(parent, tok, first_slot + j))
 
 
 def _short(prefix: Any) -> str:
