@@ -1,4 +1,4 @@
-"""The one command line: `bytecover demo | prepare | models | verify | eval fim | eval ensemble`."""
+"""The one command line: `bytecover demo | prepare | models | verify | score | eval fim | eval ensemble | serve`."""
 
 from __future__ import annotations
 
@@ -88,6 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("which", choices=["fim", "fim-report", "ensemble"])
     e.add_argument("rest", nargs=argparse.REMAINDER)
     e.set_defaults(func=_eval)
+    sc = sub.add_parser("score", help="exact byte-level log-likelihood of files: one JSON line per file (bits per byte, logprob, ...)")
+    sc.add_argument("files", nargs="+", help="files to score (their bytes as they are)")
+    sc.add_argument("--model", default="smollm2-135m", help="registry name or local HF folder")
+    sc.add_argument("--batch", type=int, default=16, help="files scored together (their rows share model calls)")
+    sc.add_argument("--normalise", action="store_true", help="normalised next-byte distributions instead (much slower; reports non-canonical mass)")
+    sc.add_argument("--per-byte", action="store_true", help="include each byte's surprisal in bits")
+    sc.set_defaults(func=_score)
     from .server.options import add_arguments as add_serve_arguments
 
     sv = sub.add_parser("serve", help="llama.cpp- and OpenAI-compatible completion / fill-in-the-middle server for editors")
@@ -110,6 +117,34 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluation.completion_eval import main_fim
 
     return int(main_fim(args.rest) or 0)
+
+
+def _score(args: argparse.Namespace) -> int:
+    """JSON lines on stdout (one per file, in order), a progress bar on stderr."""
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    lm = ByteLM.from_pretrained(args.model)
+    paths = [Path(f) for f in args.files]
+    with tqdm(total=sum(p.stat().st_size for p in paths), unit="B", unit_scale=True, desc=f"score {args.model}", file=sys.stderr) as bar:
+        for i in range(0, len(paths), max(1, args.batch)):
+            group = paths[i : i + max(1, args.batch)]
+            t0 = time.perf_counter()
+            scores = lm.score([p.read_bytes() for p in group], normalise=args.normalise)
+            seconds = time.perf_counter() - t0
+            for p, s in zip(group, scores):
+                rec = {"file": str(p), "model": args.model, "bytes": s.n_bytes, "bits_per_byte": s.bits_per_byte, "logprob": s.logprob,
+                       "prefix_logprob": s.prefix_logprob, "normalised": s.normalised, "windows": s.windows,
+                       "batch_seconds": round(seconds, 3)}
+                if args.normalise:
+                    rec["noncanonical_nats"] = s.noncanonical_nats
+                if args.per_byte:
+                    rec["per_byte"] = [round(float(v), 6) for v in s.per_byte]
+                print(json.dumps(rec), flush=True)
+                bar.update(s.n_bytes)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

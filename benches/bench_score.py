@@ -1,0 +1,138 @@
+"""Scoring throughput: exact `score` against one plain token-level forward over the same text.
+
+For each model, text kind (prose, code, the indentation-heavy heap diagram of the stdlib's
+heapq.py) and size, one run times (same process, same text):
+
+* ``forward``: one forward of the model over the text's canonical tokens (HF, no cache), the
+  yardstick;
+* ``score``: `ByteLM.score(text)` (exact prefix probabilities), with its engine and model time
+  and rows;
+* ``batch``: with ``--batch N``, N copies of the kind's texts (different slices) scored by one
+  ``score(list)`` call against N calls one at a time.
+
+Results go to benches/results/score/<model>.json (with provenance) and a plot beside it.
+
+    ./.ci/bootstrap python benches/bench_score.py --model smollm2-135m --sizes 256 1024 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bytecover import ByteLM
+from bytecover.evaluation.provenance import provenance
+
+OUT_DIR = Path(__file__).resolve().parent / "results" / "score"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def corpus(kind: str) -> bytes:
+    """Real layout, nothing flattened: the repository README (prose), heapq.py's code, and its
+    docstring's heap diagram (runs of up to 35 spaces)."""
+    import heapq
+
+    src = inspect.getsource(heapq)
+    if kind == "prose":
+        return README.read_bytes()
+    if kind == "code":
+        return src[src.index("def heappush") :].encode()
+    if kind == "indent":
+        i = src.index("                                   0")
+        return src[i - 200 :].encode()
+    raise ValueError(kind)
+
+
+def forward_seconds(lm: ByteLM, data: bytes) -> tuple[float, int]:
+    import torch
+
+    ids = list(lm.spec.gateway.token_lm.start_ids) + list(lm.core.encode(data))  # type: ignore[attr-defined]
+    model: Any = lm.model
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        model(input_ids=torch.tensor([ids]))
+        return time.perf_counter() - t0, len(ids)
+
+
+def run(model_name: str, kinds: list[str], sizes: list[int], batch: int) -> dict[str, Any]:
+    lm = ByteLM.from_pretrained(model_name)
+    forward_seconds(lm, b"warm up: the first forward of a process pays one-off set-up costs")
+    rows: list[dict[str, Any]] = []
+    for kind in kinds:
+        text = corpus(kind)
+        for size in sizes:
+            data = text[:size]
+            fwd, n_tok = forward_seconds(lm, data)
+            lm.token_lm.reset_cache()  # type: ignore[attr-defined]
+            t0 = time.perf_counter()
+            s = lm.score(data)
+            sec = time.perf_counter() - t0
+            st = lm.last_score_stats
+            rec = {"kind": kind, "bytes": len(data), "tokens": n_tok, "forward_s": fwd, "score_s": sec, "ratio": sec / fwd,
+                   "bytes_per_s": len(data) / sec, "engine_s": st.engine_seconds, "model_s": st.model_seconds,
+                   "rows": st.rows, "model_calls": st.model_calls, "bits_per_byte": s.bits_per_byte}
+            print(json.dumps(rec), flush=True)
+            rows.append(rec)
+    out: dict[str, Any] = {"model": model_name, "results": rows}
+    if batch > 1:
+        text = corpus("prose")
+        size = sizes[0]
+        texts = [text[i * size : (i + 1) * size] for i in range(batch)]
+        t0 = time.perf_counter()
+        for t in texts:
+            lm.score(t)
+        one = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        lm.score(texts)
+        many = time.perf_counter() - t0
+        out["batch"] = {"n": batch, "bytes_each": size, "one_at_a_time_s": one, "together_s": many, "speedup": one / many}
+        print(json.dumps(out["batch"]), flush=True)
+    return out
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind in sorted({r["kind"] for r in result["results"]}):
+        rs = [r for r in result["results"] if r["kind"] == kind]
+        ax.plot([r["bytes"] for r in rs], [r["ratio"] for r in rs], marker="o", label=kind)
+    ax.axhline(3.0, color="grey", linestyle="--", label="target (3x one forward)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("text bytes")
+    ax.set_ylabel("score time / one forward")
+    ax.set_title(f"exact scoring, {result['model']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--kinds", nargs="+", default=["prose", "code", "indent"])
+    ap.add_argument("--sizes", nargs="+", type=int, default=[256, 1024, 4096])
+    ap.add_argument("--batch", type=int, default=16, help="texts in the batch comparison (1: skip it)")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    result = run(args.model, args.kinds, args.sizes, args.batch)
+    result["provenance"] = provenance(" ".join(["benches/bench_score.py", *(argv if argv is not None else sys.argv[1:])]), args.model)
+    out = args.out or OUT_DIR / f"{args.model}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    plot(result, out.with_suffix(".png"))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
