@@ -7,6 +7,8 @@ import json
 import math
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -386,3 +388,29 @@ def test_run_eval_l2r_stops_and_method_errors(problems, tmp_path):
         assert r["completion"].startswith(r["used_completion"]) and "extra" not in r["used_completion"]
     assert (tmp_path / "results.png").exists()
     assert math.isclose(res["summary"]["paired"][0]["delta"], 1.0)
+
+
+def test_run_eval_batched_gives_the_same_rows(problems, tmp_path):
+    """`batch` > 1 generates several tasks at once (threads); rows, order and summary are those
+    of the sequential run."""
+    tasks = fim_tasks(problems, seed=1, limit=10)
+    live, peak = [0], [0]
+    lock = threading.Lock()
+
+    def slow(task):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        time.sleep(0.05)
+        with lock:
+            live[0] -= 1
+        return task.reference if int(task.problem_id.split("/")[1]) % 3 else "garbage((("
+
+    keep = ("task_id", "method", "completion", "passed", "status")
+    one = run_eval(tasks, {"m": slow}, tmp_path / "one", progress=False, plot=False, exec_workers=WORKERS)
+    assert peak[0] == 1
+    many = run_eval(tasks, {"m": slow}, tmp_path / "many", progress=False, plot=False, exec_workers=WORKERS, batch=4)
+    assert peak[0] == 4
+    assert [{k: r[k] for k in keep} for r in one["rows"]] == [{k: r[k] for k in keep} for r in many["rows"]]
+    counts = ("n", "passed", "pass_at_1", "ci_low", "ci_high")
+    assert {k: one["summary"]["methods"]["m"][k] for k in counts} == {k: many["summary"]["methods"]["m"][k] for k in counts}

@@ -57,8 +57,9 @@ def model_methods(model: str, names: Sequence[str], *, order: str) -> dict[str, 
     def make(method: str) -> Callable[[Task], str]:
         def run(task: Task) -> str:
             suffix = task.suffix if task.mode == "fim" else None
-            out = fim.complete(lm, task.prefix, suffix, method=method, order=order,
-                               max_new_bytes=task.max_new_chars, stop=list(task.stop))
+            with lm.batched():  # concurrent tasks (`--batch`) share one forward per step
+                out = fim.complete(lm, task.prefix, suffix, method=method, order=order,
+                                   max_new_bytes=task.max_new_chars, stop=list(task.stop))
             assert isinstance(out, str)
             return out
 
@@ -102,6 +103,7 @@ def main_fim(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="output directory (default benches/results/fim-published/<benchmark>/<model>, "
                     "benches/results/<mode>/<model> for self-drawn tasks)")
     ap.add_argument("--workers", type=int, default=2, help="sandboxed executions in parallel")
+    ap.add_argument("--batch", type=int, default=1, help="tasks generated at once, sharing one forward per step (the batching scheduler)")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per program")
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--ray", metavar="ADDRESS", default=None,
@@ -158,7 +160,7 @@ def main_fim(argv: Sequence[str] | None = None) -> int:
         run = partial(run_sharded, make_methods=make_methods, method_names=names, address=args.ray,
                       workers=args.ray_workers)
     else:
-        run = partial(run_eval, methods=methods)
+        run = partial(run_eval, methods=methods, batch=args.batch)
     results = run(
         tasks,
         out_dir=out,

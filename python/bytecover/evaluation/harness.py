@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -112,8 +112,12 @@ def run_eval(
     progress: bool = True,
     plot: bool = True,
     on_method_error: str = "raise",
+    batch: int = 1,
 ) -> dict:
     """Run every method on every task; return (and write) the results dict.
+
+    ``batch`` > 1 runs up to that many generations at once, each in a thread of its own (methods
+    that enter their model's `batched()` then share one forward per step; `model_methods` does).
 
     ``methods`` maps a name to ``f(task) -> completion`` (``str``, or ``bytes`` decoded as UTF-8).
     The completion is what goes between ``task.prefix`` and ``task.suffix`` (for L2R tasks it is
@@ -208,7 +212,8 @@ def run_eval(
             bar.set_postfix_str(" ".join(f"{k}={n_pass[k]}/{n_done[k]}" for k in method_names), refresh=False)
             bar.update(1)
 
-    def generate(task: Task, name: str, pool: ThreadPoolExecutor) -> None:
+    def produce(task: Task, name: str) -> tuple[dict[str, Any], str | None, BaseException | None]:
+        """Generate one completion (in a worker thread when batched)."""
         row: dict[str, Any] = {
             "task_id": task.task_id,
             "problem_id": task.problem_id,
@@ -221,16 +226,24 @@ def run_eval(
         try:
             raw = _as_text(methods[name](task))
         except Exception as e:  # noqa: BLE001 - recorded or re-raised by policy
+            row["gen_time_s"] = round(time.perf_counter() - t0, 6)
+            return row, None, e
+        row["gen_time_s"] = round(time.perf_counter() - t0, 6)
+        return row, raw, None
+
+    def consume(task: Task, made: tuple[dict[str, Any], str | None, BaseException | None], pool: ThreadPoolExecutor) -> None:
+        """Record a generation and submit its program (main thread only)."""
+        row, raw, error = made
+        if error is not None:
             if on_method_error == "raise":
-                raise
+                raise error
             row.update(
-                completion="", gen_time_s=round(time.perf_counter() - t0, 6), passed=False,
-                status="method_error", detail=f"{type(e).__name__}: {e}"[:300], stderr_tail="",
-                exec_time_s=0.0,
+                completion="", passed=False, status="method_error", detail=f"{type(error).__name__}: {error}"[:300],
+                stderr_tail="", exec_time_s=0.0,
             )
             _finish_row(row)
             return
-        row["gen_time_s"] = round(time.perf_counter() - t0, 6)
+        assert raw is not None
         row["completion"] = raw
         used = task.postprocess(raw)
         if used != raw:
@@ -239,15 +252,30 @@ def run_eval(
                           timeout_s=timeout_s, memory_bytes=memory_bytes)
         pending.append((row, fut))
 
+    def drain() -> None:
+        # record finished executions in order; bound the backlog
+        while pending and (pending[0][1].done() or len(pending) > max_backlog):
+            finish(*pending.popleft())
+
     max_backlog = 4 * max(1, exec_workers)
     try:
         with ThreadPoolExecutor(max_workers=max(1, exec_workers)) as pool:
             try:
-                for task, name in todo:
-                    generate(task, name, pool)
-                    # record finished executions in order; bound the backlog
-                    while pending and (pending[0][1].done() or len(pending) > max_backlog):
-                        finish(*pending.popleft())
+                if batch <= 1:
+                    for task, name in todo:
+                        consume(task, produce(task, name), pool)
+                        drain()
+                else:
+                    with ThreadPoolExecutor(max_workers=batch, thread_name_prefix="eval-gen") as gen:
+                        futures = {gen.submit(produce, task, name): task for task, name in todo}
+                        try:
+                            for fut in as_completed(futures):
+                                consume(futures[fut], fut.result(), pool)
+                                drain()
+                        except BaseException:
+                            for waiting in futures:
+                                waiting.cancel()
+                            raise
             finally:
                 # also when a method raised: keep every row already generated
                 while pending:

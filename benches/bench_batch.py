@@ -1,0 +1,200 @@
+"""Throughput with many sequences at once: batch sizes 1, 4, 16 (and 64 with --gpu) over one fixed
+prompt set, N greedy output bytes per prompt, every method in the same run on the same model.
+
+  (a) generate   transformers `model.generate` on the prompts' canonical tokens, left padding and
+                 its K/V cache, the same linear-layer products as ours (`fast_linear`): the baseline
+  (b) handoff    exact prompt healing, then token decoding (`ByteLM.generate(prompts,
+                 temperature=0, bytewise=False, batch=B)`)
+  (c) exact      exact byte-by-byte greedy (`ByteLM.generate(prompts, temperature=0, batch=B)`)
+  (d) ensemble   the byte-level mixture of the model and `--ensemble-with` (greedy, batched)
+  (e) ByteSampler's `generate_batched` runs in its own environment (../shared/peers); this script
+                 records whether that environment was found, and does not run it otherwise.
+
+Each method processes all prompts with at most B live sequences (B=1: one after the other).
+Reported per method and batch size: bytes/s, the ratio to (a) at the same batch size, model calls
+and tokens fed per output byte, the share of wall time spent inside model calls (the rest is the
+Rust engine, the scheduler and Python), and the process's peak resident memory.
+
+    ./.ci/bootstrap python benches/bench_batch.py --model smollm2-135m --bytes 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from bytecover import ByteLM, Ensemble
+from bytecover.evaluation.provenance import provenance
+
+PROMPTS = [
+    "The capital of France is",
+    "import numpy as np\nx = np.arr",
+    "def fibonacci(n):\n    if n <= 1:\n        retu",
+    "Once upon a time, there was a little gi",
+    "The meeting was postponed because the weather",
+    "for i in ran",
+    "The quick brown fox jumps over the la",
+    "class Stack:\n    def __init__(self):\n        self.ite",
+    "Water boils at 100 degrees Cel",
+    "with open(path) as f:\n    data = json.lo",
+    "The most important thing about learning a new langu",
+    "    return sorted(items, key=lambda x: x[1], rev",
+    "She opened the door and saw",
+    "if __name__ == \"__main__\":\n    ma",
+    "Photosynthesis converts light energy into chem",
+    "SELECT name, COUNT(*) FROM users GROUP BY na",
+]
+
+OUT_DIR = Path(__file__).resolve().parent / "results" / "batch"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _counters(models: list[ByteLM]) -> tuple[int, int, float]:
+    """Forwards, tokens fed and seconds inside backend calls so far, summed over models."""
+    calls = sum(int(getattr(m.token_lm, "n_calls", 0)) for m in models)
+    fed = sum(int(getattr(m.token_lm, "n_tokens_fed", 0)) for m in models)
+    secs = sum(m.spec.gateway.scheduler.stats.model_seconds for m in models)
+    return calls, fed, secs
+
+
+def _model_generate(lm: ByteLM, prompts: list[str], n_bytes: int, batch: int) -> dict[str, Any]:
+    """(a): `model.generate` in batches of `batch` prompts, left padded, each row stopped once it
+    has n_bytes (a finished row is padded while the others go on, as `generate` does)."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    core, model = lm.core, lm.model
+    start = list(lm.token_lm.start_ids)  # type: ignore[attr-defined]
+    pad = int(lm.eos_ids[0])
+
+    class EnoughBytes(StoppingCriteria):
+        def __init__(self, width: int) -> None:
+            self.width = width
+
+        def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> Any:
+            return torch.tensor([sum(len(core.token_bytes(int(t)) or b"") for t in row[self.width :]) >= n_bytes for row in input_ids])
+
+    total_bytes = calls = fed = 0
+    t0 = time.perf_counter()
+    fl = lm.token_lm.fast_linears  # type: ignore[attr-defined]
+    with fl.active() if fl is not None else nullcontext():
+        for i in range(0, len(prompts), batch):
+            encoded = [start + list(core.encode(p.encode())) for p in prompts[i : i + batch]]
+            width = max(len(e) for e in encoded)
+            ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
+            mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n_bytes, do_sample=False, pad_token_id=pad,
+                                     stopping_criteria=StoppingCriteriaList([EnoughBytes(width)]))
+            steps = out.shape[1] - width
+            calls += steps
+            fed += int(mask.sum()) + steps * len(encoded)
+            for row in out[:, width:]:
+                text = b"".join(core.token_bytes(int(t)) or b"" for t in row if int(t) != pad)
+                total_bytes += min(len(text), n_bytes)
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "bytes": total_bytes, "model_calls": calls, "tokens_fed": fed, "model_s": wall}
+
+
+def _byte_generate(model: ByteLM | Ensemble, members: list[ByteLM], prompts: list[str], n_bytes: int, batch: int, **kw: Any) -> dict[str, Any]:
+    for m in members:
+        m.token_lm.reset_cache()  # type: ignore[attr-defined]
+    calls0, fed0, secs0 = _counters(members)
+    t0 = time.perf_counter()
+    outs = model.generate([p.encode() for p in prompts], max_new_bytes=n_bytes, temperature=0.0, batch=batch, **kw)
+    wall = time.perf_counter() - t0
+    calls, fed, secs = _counters(members)
+    return {"wall_s": wall, "bytes": sum(len(o) for o in outs), "model_calls": calls - calls0, "tokens_fed": fed - fed0, "model_s": secs - secs0,
+            "texts": [bytes(o).decode("utf-8", "replace") for o in outs]}
+
+
+def run(model_name: str, n_bytes: int, batches: list[int], prompts: list[str], ensemble_with: str | None) -> dict[str, Any]:
+    lm = ByteLM.from_pretrained(model_name)
+    methods: dict[str, Any] = {
+        "generate": lambda b: _model_generate(lm, prompts, n_bytes, b),
+        "handoff": lambda b: _byte_generate(lm, [lm], prompts, n_bytes, b, bytewise=False),
+        "exact": lambda b: _byte_generate(lm, [lm], prompts, n_bytes, b),
+    }
+    if ensemble_with:
+        other = ByteLM.from_pretrained(ensemble_with)
+        ens = Ensemble([lm, other])
+        methods["ensemble"] = lambda b: _byte_generate(ens, [lm, other], prompts, n_bytes, b)
+    _model_generate(lm, prompts[:2], 4, 2)  # warm-up: allocation, thread start-up
+    results: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(methods) * len(batches), desc=f"bench batch {model_name}", unit="run")
+    for b in batches:  # methods interleaved per batch size: drift in machine speed hits them alike
+        for name, fn in methods.items():
+            r = fn(b)
+            r["bytes_per_s"] = r["bytes"] / r["wall_s"]
+            r["model_calls_per_byte"] = r["model_calls"] / max(1, r["bytes"])
+            r["tokens_fed_per_byte"] = r["tokens_fed"] / max(1, r["bytes"])
+            r["model_share"] = min(1.0, r["model_s"] / r["wall_s"])
+            r["peak_rss_mb"] = _peak_rss_mb()
+            results.setdefault(name, {})[str(b)] = r
+            bar.update()
+    bar.close()
+    for name, per in results.items():
+        for b, r in per.items():
+            r["ratio_to_generate"] = r["bytes_per_s"] / results["generate"][b]["bytes_per_s"]
+            r["speedup_vs_batch1"] = r["bytes_per_s"] / per[str(batches[0])]["bytes_per_s"]
+    peer = Path(__file__).resolve().parents[2] / "shared" / "peers" / "byte-sampler"
+    return {"model": model_name, "ensemble_with": ensemble_with, "n_bytes": n_bytes, "batches": batches, "prompts": prompts,
+            "torch_threads": torch.get_num_threads(), "device": "cpu", "results": results,
+            "bytesampler": {"ran": False, "why": f"its environment ({peer}, setup_bytesampler.sh) is not built by this script; see README"}}
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for name, per in result["results"].items():
+        bs = [int(b) for b in per]
+        ax[0].plot(bs, [per[str(b)]["bytes_per_s"] for b in bs], marker="o", label=name)
+        ax[1].plot(bs, [per[str(b)]["model_calls_per_byte"] for b in bs], marker="o", label=name)
+    for a, title in zip(ax, ["output bytes/s", "model calls per output byte"]):
+        a.set_xscale("log", base=2)
+        a.set_xlabel("live sequences (batch)")
+        a.set_title(title)
+        a.legend()
+    fig.suptitle(f"{result['model']}, {result['n_bytes']} greedy bytes per prompt, {len(result['prompts'])} prompts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--bytes", type=int, default=32)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="use the first K prompts")
+    ap.add_argument("--ensemble-with", default="gemma-3-270m", help="second member of (d); '' to skip")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    result = run(args.model, args.bytes, args.batches, PROMPTS[: args.prompts], args.ensemble_with or None)
+    result["provenance"] = provenance(" ".join(["python", *sys.argv]), args.model)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    out = args.out or OUT_DIR / f"{args.model}-{args.bytes}B.json"
+    out.write_text(json.dumps(result, indent=1))
+    plot(result, out.with_suffix(".png"))
+    for name, per in result["results"].items():
+        print(name, "  ".join(f"B={b}: {r['bytes_per_s']:.1f} B/s ({r['ratio_to_generate']:.2f}x, {r['model_calls_per_byte']:.2f} calls/B)" for b, r in per.items()))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
