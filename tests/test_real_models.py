@@ -97,3 +97,19 @@ def test_smollm2_speculative_rows_change_calls_not_text(smol: ByteLM) -> None:
     for bytewise in (True, False):
         assert out[0, bytewise][0] == out[3, bytewise][0]
     assert out[3, True][1] + out[3, False][1] < out[0, True][1] + out[0, False][1], out
+
+
+def test_smollm2_batched_generation_and_scoring_equal_one_at_a_time(smol: ByteLM) -> None:
+    """The scheduler and the prefix cache on a real model: a batch of mid-token prompts gives
+    each prompt's greedy continuation alone, and a list of texts scores as each text alone."""
+    prompts = ["The capital of Fra", "def add(a, b):\n    retu", "x = np.arr", "Hello wor"]
+    alone = [smol.generate(p, max_new_bytes=10, temperature=0) for p in prompts]
+    assert smol.generate(prompts, max_new_bytes=10, temperature=0, batch=4) == alone
+    stats = smol.token_lm.cache_stats()  # type: ignore[attr-defined]
+    assert stats["tokens_cached"] > 0 and stats["bytes"] <= stats["budget_bytes"]
+    texts = ["Hello, world!", "def f(x):\n    return x + 1\n", "  two  spaces"]
+    one = [smol.score(t) for t in texts]
+    many = smol.score(texts)
+    for a, b in zip(one, many):
+        np.testing.assert_allclose(b.per_byte, a.per_byte, atol=1e-4)
+        assert abs(a.logprob - b.logprob) < 1e-4
