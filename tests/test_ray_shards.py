@@ -136,6 +136,7 @@ def test_resumes_rows_of_a_single_process_run(cluster, tmp_path):
 
 
 @pytest.mark.model
+@pytest.mark.slow  # ~7 minutes on 2 cores (two workers each load Qwen2.5-Coder): BYTECOVER_SLOW=1
 def test_ray_matches_single_process(cluster, tmp_path):
     """`eval fim --benchmark random-span-light --limit 8 --methods bytes`: the same completions
     and verdicts from two Ray workers (each its own model, one thread) as from one process."""
