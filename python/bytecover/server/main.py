@@ -39,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     log.info("loading %s ...", args.model)
     try:
-        lm = ByteLM.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype))
+        if args.backend == "vllm":  # the engine takes its dtype by name
+            lm = ByteLM.from_pretrained(args.model, backend="vllm", dtype=args.dtype)
+        else:
+            lm = ByteLM.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype))
     except (FileNotFoundError, KeyError, ValueError, OSError) as e:
         raise SystemExit(f"cannot load model {args.model!r}: {e}. Use a registry name (bytecover models) or a local HF model folder") from None
     app = build_app(lm, settings)

@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-request-bytes", type=int, default=Settings.max_request_bytes)
     parser.add_argument("--max-n-predict", type=int, default=Settings.max_n_predict, help="largest n_predict / max_tokens (n_predict -1 means this many)")
     parser.add_argument("--timeout", type=float, default=Settings.timeout_s, help="seconds per request, waiting included; then it ends with what it has")
+    parser.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="transformers (default) or a vLLM engine (bytecover[vllm]; docs/backends.md)")
     parser.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda, ...)")
     parser.add_argument("--dtype", default=None, help="torch dtype (float32, bfloat16); default: the model's")
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --api-key")
