@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "_core": 0, "sampling": 0, "speculation": 0, "utf8_mask": 0, "token_seqs": 0,
     "tokenizer_support": 0, "fim_templates": 0, "streaming": 0, "cache": 0, "concurrency": 0,
     # backends and registries
-    "backends.protocol": 1, "backends.fast_linear": 1, "registry": 1, "ensemble_rules": 1, "healing": 1,
+    "backends.protocol": 1, "backends.row_memo": 1, "backends.fast_linear": 1, "registry": 1, "ensemble_rules": 1, "healing": 1,
     "backends.hf": 2, "backends.vllm_engine": 1, "backends.vllm": 2, "backends": 2, "scheduler": 2, "gateway": 2, "install": 2, "token_tables": 2,
     # what states are built from
     "spec": 3, "convert": 3, "state_protocol": 3,

@@ -8,7 +8,6 @@ feeds the tokens it has not seen yet. See docs/design.md ("Token LM protocol").
 from __future__ import annotations
 
 import inspect
-from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from .fast_linear import FastLinears
 from .kv_arena import KVArena, tree_mask
 from .protocol import TokenLMBase
 from .radix_tree import RadixNode, RadixTree
+from .row_memo import RowMemo
 
 __all__ = ["HFTokenLM"]
 
@@ -81,8 +81,7 @@ class HFTokenLM(TokenLMBase):
         self._forward_params = set(inspect.signature(model.forward).parameters)
         self._reuse = self._reuse_supported() if cache_reuse is None else bool(cache_reuse)
         self.max_batch_tokens = int(max_batch_tokens or max(64, 2**26 // self.n_logits))
-        self._memo: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
-        self._memo_size = int(memo_size)
+        self._memo = RowMemo(memo_size, self.vocab_size)
         self.fast_linears: FastLinears | None = FastLinears(model) if fast_linear else None
         """Linear layers swapped to ``W @ x.T`` during our forwards (None: torch's own path)."""
         self.max_tree_tokens = int(max_tree_tokens)
@@ -126,25 +125,11 @@ class HFTokenLM(TokenLMBase):
     # ----------------------------------------------------------------- public API
     def logprobs(self, prefixes: list[Sequence[int]]) -> np.ndarray:
         """Next-token log-probabilities (float32) after start tokens + each prefix."""
-        keys = [self._key(p) for p in prefixes]
-        out = np.empty((len(keys), self.vocab_size), dtype=np.float32)
-        fresh: dict[tuple[int, ...], np.ndarray] = {}
-        missing = list(dict.fromkeys(k for k in keys if k not in self._memo))
-        if missing:
-            fresh = self._compute_rows(missing)
-        for i, k in enumerate(keys):
-            row = fresh.get(k)
-            if row is None:
-                row = self._memo[k]
-                self._memo.move_to_end(k)
-            out[i] = row
-        for k, row in fresh.items():
-            self._remember(k, row)
-        return out
+        return self._memo.rows([self._key(p) for p in prefixes], self._compute_rows)
 
     @property
     def keeps_rows(self) -> bool:  # type: ignore[override]
-        return self._memo_size > 0
+        return self._memo.size > 0
 
     def has_row(self, prefix: Sequence[int]) -> bool:
         """Whether the row after `prefix` is memoised (asking for it makes no model call)."""
@@ -183,15 +168,6 @@ class HFTokenLM(TokenLMBase):
             if not 0 <= t < self.vocab_size:
                 raise ValueError(f"token id {t} is outside the vocabulary [0, {self.vocab_size})")
         return key
-
-    def _remember(self, key: tuple[int, ...], row: np.ndarray) -> None:
-        """Small LRU: the engine re-asks for the same prefixes across neighbouring bytes."""
-        if self._memo_size <= 0:
-            return
-        self._memo[key] = row
-        self._memo.move_to_end(key)
-        while len(self._memo) > self._memo_size:
-            self._memo.popitem(last=False)
 
     def _length_groups(self, items: list[int], length: Any) -> list[list[int]]:
         """Batches of similar length whose padded size stays within `max_batch_tokens`."""

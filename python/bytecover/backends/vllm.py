@@ -16,7 +16,6 @@ in `bytecover.backends.vllm_engine`.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 from ..tokenizer_support import default_eos_ids, detect_start_ids
 from . import vllm_engine
 from .protocol import TokenLMBase
+from .row_memo import RowMemo
 
 __all__ = ["VLLMTokenLM", "is_vllm_llm"]
 
@@ -74,8 +74,7 @@ class VLLMTokenLM(TokenLMBase):
             raise ValueError(f"capture must be 'capture' or 'logprobs', got {capture!r}")
         self.capture = capture
         self.max_model_len = int(self.facts["max_model_len"])
-        self._memo: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
-        self._memo_size = int(memo_size)
+        self._memo = RowMemo(memo_size, self.vocab_size)
         self.n_calls = 0
         """Calls that ran the engine (memoised rows cost none)."""
         self.n_steps = 0
@@ -103,23 +102,11 @@ class VLLMTokenLM(TokenLMBase):
     # ----------------------------------------------------------------- TokenLM
     def logprobs(self, prefixes: list[Sequence[int]]) -> np.ndarray:
         """(len(prefixes), vocab_size) float32 log-probabilities after start tokens + prefix."""
-        keys = [self._key(p) for p in prefixes]
-        missing = list(dict.fromkeys(k for k in keys if k not in self._memo))
-        fresh = self._compute(missing) if missing else {}
-        out = np.empty((len(keys), self.vocab_size), dtype=np.float32)
-        for i, k in enumerate(keys):
-            row = fresh.get(k)
-            if row is None:
-                row = self._memo[k]
-                self._memo.move_to_end(k)
-            out[i] = row
-        for k, row in fresh.items():
-            self._remember(k, row)
-        return out
+        return self._memo.rows([self._key(p) for p in prefixes], self._compute)
 
     @property
     def keeps_rows(self) -> bool:  # type: ignore[override]
-        return self._memo_size > 0
+        return self._memo.size > 0
 
     def has_row(self, prefix: Sequence[int]) -> bool:
         return tuple(int(t) for t in prefix) in self._memo
@@ -162,11 +149,3 @@ class VLLMTokenLM(TokenLMBase):
             raise FloatingPointError("all logits are -inf for some prefix")
         arr = block.numpy().astype(np.float32, copy=False)
         return {k: arr[i] for i, k in enumerate(order)}
-
-    def _remember(self, key: tuple[int, ...], row: np.ndarray) -> None:
-        if self._memo_size <= 0:
-            return
-        self._memo[key] = row
-        self._memo.move_to_end(key)
-        while len(self._memo) > self._memo_size:
-            self._memo.popitem(last=False)
