@@ -114,12 +114,11 @@ class HFTokenLM(TokenLMBase):
         return width
 
     def _reuse_supported(self) -> bool:
-        """Cache reuse needs plain attention layers (crop/broadcast of K/V is exact only there)."""
+        """The prefix cache needs plain attention layers (keys/values kept per token are exact
+        only there)."""
         if "cache" not in self._forward_params and "past_key_values" not in self._forward_params:
             return False
-        config: Any = getattr(self.model, "config", None)
-        text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-        layer_types = getattr(text_config, "layer_types", None) or []
+        layer_types = getattr(self._text_config(), "layer_types", None) or []
         return all(t in ("full_attention", "sliding_attention") for t in layer_types)
 
     # ----------------------------------------------------------------- public API
