@@ -3,6 +3,11 @@
 Each job runs inside `enter()` (a byte model's `batched()`), so its model calls join the
 scheduler's steps with the other live jobs. A finished job frees its thread for the next one
 (continuous batching: no sequence waits for the slowest of a fixed batch).
+
+The first wave of jobs starts together: each waits, already a member, until all of them are,
+so the first model call is one step for all of them instead of a step for whichever thread
+started first (a scheduler runs a step as soon as every *current* member is waiting). Later jobs
+join whenever a slot frees; a step that runs just before one joins is merely smaller.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import TypeVar
 
 __all__ = ["map_batched", "iter_batched"]
@@ -29,21 +34,44 @@ def map_batched(fn: Callable[[T], R], items: Sequence[T], *, batch: int, enter: 
     if len(items) <= 1 or batch == 1:
         return [fn(x) for x in items]
 
-    def job(x: T) -> R:
-        with enter():
+    width, start = _first_wave(len(items), batch)
+
+    def job(i: int, x: T) -> R:
+        with _joined(enter, start if i < width else None):
             return fn(x)
 
-    with ThreadPoolExecutor(max_workers=min(batch, len(items)), thread_name_prefix="bytecover-seq") as pool:
-        futures = [pool.submit(job, x) for x in items]
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="bytecover-seq") as pool:
+        futures = [pool.submit(job, i, x) for i, x in enumerate(items)]
         try:
             return [f.result() for f in futures]
         except BaseException:
+            start.abort()  # a cancelled first-wave job must not leave the others waiting
             for f in futures:
                 f.cancel()
             raise
 
 
 _DONE = object()
+
+
+@contextmanager
+def _joined(enter: Callable[[], AbstractContextManager[object]], start: threading.Barrier | None) -> Iterator[None]:
+    """`enter()`, then (first wave only) wait until every first-wave job has entered too."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(enter())
+        except BaseException:
+            if start is not None:
+                start.abort()  # the others must not wait for a job that will never arrive
+            raise
+        if start is not None:
+            start.wait()
+        yield
+
+
+def _first_wave(n_items: int, batch: int) -> tuple[int, threading.Barrier]:
+    width = max(1, min(batch, n_items))
+    return width, threading.Barrier(width)
 
 
 def iter_batched(gen: Callable[[T], Iterable[P]], items: Sequence[T], *, batch: int, enter: Callable[[], AbstractContextManager[object]]) -> Iterator[tuple[int, P]]:
@@ -55,9 +83,11 @@ def iter_batched(gen: Callable[[T], Iterable[P]], items: Sequence[T], *, batch: 
     out: queue.Queue[tuple[int, object]] = queue.Queue()
     stop = threading.Event()
 
+    width, start = _first_wave(len(items), batch)
+
     def job(i: int, x: T) -> None:
         try:
-            with enter():
+            with _joined(enter, start if i < width else None):
                 for piece in gen(x):
                     if stop.is_set():
                         return
@@ -67,7 +97,7 @@ def iter_batched(gen: Callable[[T], Iterable[P]], items: Sequence[T], *, batch: 
         finally:
             out.put((i, _DONE))
 
-    pool = ThreadPoolExecutor(max_workers=max(1, min(batch, len(items))), thread_name_prefix="bytecover-seq")
+    pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="bytecover-seq")
     try:
         for i, x in enumerate(items):
             pool.submit(job, i, x)
@@ -82,4 +112,5 @@ def iter_batched(gen: Callable[[T], Iterable[P]], items: Sequence[T], *, batch: 
                 yield i, piece  # type: ignore[misc]
     finally:
         stop.set()
+        start.abort()  # cancelled first-wave jobs must not leave the started ones waiting
         pool.shutdown(wait=True, cancel_futures=True)

@@ -99,7 +99,16 @@ class _Waiting:
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.threads: set[int] = set()
+        # thread id -> the ticket it waits on. Keyed by ticket, not just thread: a served thread
+        # can wake (its wait timed out while the step ran unlocked), return, and post its next
+        # ticket before the step's end clears the served ones; it must stay counted as waiting.
+        self.threads: dict[int, _Ticket] = {}
+
+
+    def stop_waiting(self, ticket: _Ticket) -> None:
+        """`ticket`'s thread no longer waits on it (a later ticket of the thread still counts)."""
+        if self.threads.get(ticket.thread) is ticket:
+            del self.threads[ticket.thread]
 
 
 _WAITING = _Waiting()
@@ -161,12 +170,12 @@ class Scheduler:
             self._pending.append(ticket)
             self.stats.requests += 1
             self.stats.rows_asked += len(wanted) if kind == "rows" else 0
-            _WAITING.threads.add(me)
+            _WAITING.threads[me] = ticket
             _WAITING.cond.notify_all()
             try:
                 self._wait(ticket)
             finally:
-                _WAITING.threads.discard(me)
+                _WAITING.stop_waiting(ticket)
         if ticket.error is not None:
             raise ticket.error
         assert ticket.result is not None
@@ -216,7 +225,8 @@ class Scheduler:
             _WAITING.cond.acquire()
             # Served threads stop counting as waiting now, not when they wake up: otherwise the
             # first to wake would find the rest "waiting" and run a step of one.
-            _WAITING.threads.difference_update(t.thread for t in batch)
+            for t in batch:
+                _WAITING.stop_waiting(t)
             self._busy = False
             self.stats.steps += 1
             self.stats.full_steps += int(full)
