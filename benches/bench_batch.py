@@ -7,13 +7,20 @@ prompt set, N greedy output bytes per prompt, every method in the same run on th
                  temperature=0, bytewise=False, batch=B)`)
   (c) exact      exact byte-by-byte greedy (`ByteLM.generate(prompts, temperature=0, batch=B)`)
   (d) ensemble   the byte-level mixture of the model and `--ensemble-with` (greedy, batched)
-  (e) ByteSampler's `generate_batched` runs in its own environment (../shared/peers); this script
-                 records whether that environment was found, and does not run it otherwise.
+  (e) ByteSampler  the public exact byte sampler's `generate_batched` (greedy, special tokens
+                 blocked, the same start token), in its own environment (transformers 4.53,
+                 `.ci/bytesampler-env`) on the transformers-4 copy of the same weights:
+                 benches/peers/bytesampler_batch.py, run as a subprocess after every in-process
+                 method has finished, never beside them. It processes fixed batches of B prompts
+                 (no continuous batching). Its greedy outputs are checked against (c)'s, prompt
+                 by prompt. Runs by default when its environment exists (--no-bytesampler skips
+                 it; --bytesampler builds the environment when it is missing).
 
 Each method processes all prompts with at most B live sequences (B=1: one after the other).
 Reported per method and batch size: bytes/s, the ratio to (a) at the same batch size, model calls
 and tokens fed per output byte, the share of wall time spent inside model calls (the rest is the
-Rust engine, the scheduler and Python), and the process's peak resident memory.
+Rust engine, the scheduler and Python), and the process's peak resident memory ((e): its own
+process's). Torch threads: the peer gets this process's count (set it with OMP_NUM_THREADS).
 
     ./.ci/bootstrap python benches/bench_batch.py --model smollm2-135m --bytes 32
 """
@@ -22,8 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,6 +43,7 @@ import torch
 from tqdm import tqdm
 
 from bytecover import ByteLM, Ensemble
+from bytecover.cache import cache_root
 from bytecover.evaluation.provenance import provenance
 
 PROMPTS = [
@@ -55,6 +66,9 @@ PROMPTS = [
 ]
 
 OUT_DIR = Path(__file__).resolve().parent / "results" / "batch"
+ROOT = Path(__file__).resolve().parents[1]
+PEER_ENV = ROOT / ".ci" / "bytesampler-env"
+PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "bytesampler_batch.py"
 
 
 def _peak_rss_mb() -> float:
@@ -119,7 +133,51 @@ def _byte_generate(model: ByteLM | Ensemble, members: list[ByteLM], prompts: lis
             "texts": [bytes(o).decode("utf-8", "replace") for o in outs]}
 
 
-def run(model_name: str, n_bytes: int, batches: list[int], prompts: list[str], ensemble_with: str | None) -> dict[str, Any]:
+def _peer_venv() -> Path:
+    """Where .ci/bytesampler-env builds ByteSampler's environment."""
+    return cache_root() / "venv-bytesampler"
+
+
+def _bytesampler(model_src: Path, start_ids: list[int], prompts: list[str], n_bytes: int, batches: list[int]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(e): benches/peers/bytesampler_batch.py in the peer environment, on the transformers-4 copy of
+    the model bytecover loaded. Returns its rows per batch size and what describes the run; raises
+    on failure (the caller records why and keeps the in-process results)."""
+    if len(start_ids) != 1:
+        raise RuntimeError(f"ByteSampler takes one start token; this model starts with {start_ids}")
+    # Makes the environment when missing (only reached then with an explicit --bytesampler) and the
+    # transformers-4 copy when missing or stale; its progress goes to stderr, the folder to stdout.
+    model_dir = subprocess.run([str(PEER_ENV), "model-dir", str(model_src)], check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
+    # The peer must run on its own code: nothing of this checkout on its import path.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with tempfile.TemporaryDirectory(prefix="bench-batch-e-") as tmp:
+        prompts_json, out = Path(tmp) / "prompts.json", Path(tmp) / "bytesampler.json"
+        prompts_json.write_text(json.dumps(prompts))
+        cmd = [str(PEER_ENV), str(_peer_venv() / "bin" / "python"), str(PEER_SCRIPT), "--model-dir", model_dir, "--prompts-json", str(prompts_json),
+               "--bytes", str(n_bytes), "--batches", *map(str, batches), "--start-token-id", str(start_ids[0]),
+               "--threads", str(torch.get_num_threads()), "--out", str(out)]
+        subprocess.run(cmd, check=True, env=env)
+        peer = json.loads(out.read_text())
+    shared = Path(os.environ.get("BYTECOVER_SHARED", ROOT.parent / "shared"))
+    commit_file = shared / "peers" / "byte-sampler" / "COMMIT"
+    info = {"ran": True, "model_dir": model_dir, "venv": str(_peer_venv()),
+            "commit": commit_file.read_text().strip() if commit_file.exists() else None,
+            "batching": "fixed batches of B prompts (no continuous batching)",
+            **{k: peer[k] for k in ("start_token_id", "torch_threads", "device", "versions")}}
+    return peer["results"], info
+
+
+def _agreement(rows: dict[str, Any], exact: dict[str, Any], prompts: list[str]) -> None:
+    """Adds to each (e) row how many greedy outputs equal (c)'s at the same batch size, and the
+    first prompt where they differ (both are exact greedy, so any difference is a finding)."""
+    for b, r in rows.items():
+        pairs = list(zip(exact[b]["texts"], r["texts"]))
+        r["agree_with_exact"] = sum(x == y for x, y in pairs)
+        diff = next((i for i, (x, y) in enumerate(pairs) if x != y), None)
+        r["first_diff_with_exact"] = None if diff is None else {"index": diff, "prompt": prompts[diff], "exact": pairs[diff][0], "bytesampler": pairs[diff][1]}
+
+
+def run(model_name: str, n_bytes: int, batches: list[int], prompts: list[str], ensemble_with: str | None,
+        bytesampler: bool | None = None) -> dict[str, Any]:
     lm = ByteLM.from_pretrained(model_name)
     methods: dict[str, Any] = {
         "generate": lambda b: _model_generate(lm, prompts, n_bytes, b),
@@ -144,14 +202,27 @@ def run(model_name: str, n_bytes: int, batches: list[int], prompts: list[str], e
             results.setdefault(name, {})[str(b)] = r
             bar.update()
     bar.close()
+    # (e) only now, with every in-process method finished: the two must never share the machine.
+    if bytesampler is None and not (_peer_venv() / "bin" / "python").exists():
+        status: dict[str, Any] = {"ran": False, "why": f"no environment at {_peer_venv()} (.ci/bytesampler-env builds it)"}
+    elif bytesampler is False:
+        status = {"ran": False, "why": "--no-bytesampler"}
+    else:
+        assert lm.model is not None  # the HF backend: its folder is what the peer's copy is made from
+        try:
+            start_ids = list(lm.token_lm.start_ids)  # type: ignore[attr-defined]
+            rows, status = _bytesampler(Path(lm.model.name_or_path), start_ids, prompts, n_bytes, batches)
+            _agreement(rows, results["exact"], prompts)
+            results["bytesampler"] = rows
+        except (subprocess.CalledProcessError, RuntimeError, OSError, ValueError, KeyError) as e:
+            print(f"(e) ByteSampler did not run: {e}", file=sys.stderr)
+            status = {"ran": False, "why": f"{type(e).__name__}: {e}"}
     for name, per in results.items():
         for b, r in per.items():
             r["ratio_to_generate"] = r["bytes_per_s"] / results["generate"][b]["bytes_per_s"]
             r["speedup_vs_batch1"] = r["bytes_per_s"] / per[str(batches[0])]["bytes_per_s"]
-    peer = Path(__file__).resolve().parents[2] / "shared" / "peers" / "byte-sampler"
     return {"model": model_name, "ensemble_with": ensemble_with, "n_bytes": n_bytes, "batches": batches, "prompts": prompts,
-            "torch_threads": torch.get_num_threads(), "device": "cpu", "results": results,
-            "bytesampler": {"ran": False, "why": f"its environment ({peer}, setup_bytesampler.sh) is not built by this script; see README"}}
+            "torch_threads": torch.get_num_threads(), "device": "cpu", "results": results, "bytesampler": status}
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -182,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="use the first K prompts")
     ap.add_argument("--ensemble-with", default="gemma-3-270m", help="second member of (d); '' to skip")
+    ap.add_argument("--bytesampler", action=argparse.BooleanOptionalAction, default=None,
+                    help="method (e); default: run it when its environment exists")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    result = run(args.model, args.bytes, args.batches, PROMPTS[: args.prompts], args.ensemble_with or None)
+    result = run(args.model, args.bytes, args.batches, PROMPTS[: args.prompts], args.ensemble_with or None, args.bytesampler)
     result["provenance"] = provenance(" ".join(["python", *sys.argv]), args.model)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = args.out or OUT_DIR / f"{args.model}-{args.bytes}B.json"
@@ -192,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     plot(result, out.with_suffix(".png"))
     for name, per in result["results"].items():
         print(name, "  ".join(f"B={b}: {r['bytes_per_s']:.1f} B/s ({r['ratio_to_generate']:.2f}x, {r['model_calls_per_byte']:.2f} calls/B)" for b, r in per.items()))
+    if "bytesampler" in result["results"]:
+        print("bytesampler vs exact: " + "  ".join(f"B={b}: {r['agree_with_exact']}/{len(r['texts'])} equal" for b, r in result["results"]["bytesampler"].items()))
+    else:
+        print(f"bytesampler: not run ({result['bytesampler']['why']})")
     print(f"wrote {out}")
     return 0
 
