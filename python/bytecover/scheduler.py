@@ -124,6 +124,7 @@ class Scheduler:
         self._members: dict[int, int] = {}  # thread id -> nesting depth
         self._pending: list[_Ticket] = []
         self._busy = False  # a step is running (outside the condition's lock)
+        self._step_ended = 0.0  # perf_counter time the last step finished
         self._backend = threading.Lock()  # one backend call at a time, members or not
 
     # ------------------------------------------------------------------ membership
@@ -188,14 +189,23 @@ class Scheduler:
         while ticket.result is None and ticket.error is None:
             if not self._busy and self._pending:
                 everyone = all(t in _WAITING.threads for t in self._members)
-                late = time.perf_counter() - self._pending[0].posted >= self.max_wait
-                if everyone or late:
+                waited = time.perf_counter() - self._waiting_since()
+                if everyone or waited >= self.max_wait:
                     self._run_step(full=everyone)
                     continue
             if self._busy:
                 cond.wait()
             else:
-                cond.wait(max(1e-4, self.max_wait - (time.perf_counter() - self._pending[0].posted)))
+                cond.wait(max(1e-4, self.max_wait - (time.perf_counter() - self._waiting_since())))
+
+    def _waiting_since(self) -> float:
+        """When the oldest pending request started waiting for the others: when it was posted,
+        or when the step that was running then ended. Counting from the post alone split the
+        members into groups that never met again: requests posted during a long forward were
+        already "late" when it ended, so the next step ran before the members it had just
+        served could post (measured: 16 FIM tasks on Qwen2.5-Coder, mean step 3.3 requests,
+        101 of 150 steps short)."""
+        return max(self._pending[0].posted, self._step_ended)
 
     def _run_step(self, *, full: bool) -> None:
         """Serve every pending ticket: one backend call per kind, duplicates asked once.
@@ -228,6 +238,7 @@ class Scheduler:
             for t in batch:
                 _WAITING.stop_waiting(t)
             self._busy = False
+            self._step_ended = time.perf_counter()
             self.stats.steps += 1
             self.stats.full_steps += int(full)
             self.stats.batch_sizes.append(len(batch))
