@@ -34,18 +34,18 @@ def map_batched(fn: Callable[[T], R], items: Sequence[T], *, batch: int, enter: 
     if len(items) <= 1 or batch == 1:
         return [fn(x) for x in items]
 
-    width, start = _first_wave(len(items), batch)
+    wave = _FirstWave(len(items), batch)
 
     def job(i: int, x: T) -> R:
-        with _joined(enter, start if i < width else None):
+        with wave.joined(i, enter):
             return fn(x)
 
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="bytecover-seq") as pool:
+    with ThreadPoolExecutor(max_workers=wave.width, thread_name_prefix="bytecover-seq") as pool:
         futures = [pool.submit(job, i, x) for i, x in enumerate(items)]
         try:
             return [f.result() for f in futures]
         except BaseException:
-            start.abort()  # a cancelled first-wave job must not leave the others waiting
+            wave.abort()  # a cancelled first-wave job must not leave the others waiting
             for f in futures:
                 f.cancel()
             raise
@@ -54,24 +54,31 @@ def map_batched(fn: Callable[[T], R], items: Sequence[T], *, batch: int, enter: 
 _DONE = object()
 
 
-@contextmanager
-def _joined(enter: Callable[[], AbstractContextManager[object]], start: threading.Barrier | None) -> Iterator[None]:
-    """`enter()`, then (first wave only) wait until every first-wave job has entered too."""
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(enter())
-        except BaseException:
-            if start is not None:
-                start.abort()  # the others must not wait for a job that will never arrive
-            raise
-        if start is not None:
-            start.wait()
-        yield
+class _FirstWave:
+    """The first `width` jobs: each enters, then waits until all of them have (module doc)."""
 
+    def __init__(self, n_items: int, batch: int) -> None:
+        self.width = max(1, min(batch, n_items))
+        self._barrier = threading.Barrier(self.width)
 
-def _first_wave(n_items: int, batch: int) -> tuple[int, threading.Barrier]:
-    width = max(1, min(batch, n_items))
-    return width, threading.Barrier(width)
+    @contextmanager
+    def joined(self, i: int, enter: Callable[[], AbstractContextManager[object]]) -> Iterator[None]:
+        """`enter()` for job `i`, then, if it is in the first wave, wait for the rest of it."""
+        first = i < self.width
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(enter())
+            except BaseException:
+                if first:
+                    self.abort()  # the others must not wait for a job that will never arrive
+                raise
+            if first:
+                self._barrier.wait()
+            yield
+
+    def abort(self) -> None:
+        """Release every job waiting for the wave (one of it was cancelled or failed)."""
+        self._barrier.abort()
 
 
 def iter_batched(gen: Callable[[T], Iterable[P]], items: Sequence[T], *, batch: int, enter: Callable[[], AbstractContextManager[object]]) -> Iterator[tuple[int, P]]:
@@ -83,11 +90,11 @@ def iter_batched(gen: Callable[[T], Iterable[P]], items: Sequence[T], *, batch: 
     out: queue.Queue[tuple[int, object]] = queue.Queue()
     stop = threading.Event()
 
-    width, start = _first_wave(len(items), batch)
+    wave = _FirstWave(len(items), batch)
 
     def job(i: int, x: T) -> None:
         try:
-            with _joined(enter, start if i < width else None):
+            with wave.joined(i, enter):
                 for piece in gen(x):
                     if stop.is_set():
                         return
@@ -97,7 +104,7 @@ def iter_batched(gen: Callable[[T], Iterable[P]], items: Sequence[T], *, batch: 
         finally:
             out.put((i, _DONE))
 
-    pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="bytecover-seq")
+    pool = ThreadPoolExecutor(max_workers=wave.width, thread_name_prefix="bytecover-seq")
     try:
         for i, x in enumerate(items):
             pool.submit(job, i, x)
@@ -112,5 +119,5 @@ def iter_batched(gen: Callable[[T], Iterable[P]], items: Sequence[T], *, batch: 
                 yield i, piece  # type: ignore[misc]
     finally:
         stop.set()
-        start.abort()  # cancelled first-wave jobs must not leave the started ones waiting
+        wave.abort()  # cancelled first-wave jobs must not leave the started ones waiting
         pool.shutdown(wait=True, cancel_futures=True)

@@ -104,7 +104,6 @@ class _Waiting:
         # ticket before the step's end clears the served ones; it must stay counted as waiting.
         self.threads: dict[int, _Ticket] = {}
 
-
     def stop_waiting(self, ticket: _Ticket) -> None:
         """`ticket`'s thread no longer waits on it (a later ticket of the thread still counts)."""
         if self.threads.get(ticket.thread) is ticket:
