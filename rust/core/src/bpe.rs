@@ -8,8 +8,31 @@ use crate::primitives::{TokenId, N_BYTES};
 use crate::vocab::{VocabKind, SPM_SPACE};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Pieces shorter than this are merged directly: caching them (mostly distinct words followed by
+/// a witness) cost more in allocation than it saved in merging (4 was measured slower than 8).
+const CACHED_PIECE_MIN: usize = 8;
+/// Entries a thread's piece cache holds before it is cleared (a few MB at most).
+const CACHED_PIECES_MAX: usize = 1 << 16;
+
+static NEXT_BPE_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Merged pieces of one model, by the piece's bytes.
+type PieceMemo = FxHashMap<Vec<u8>, Vec<TokenId>>;
+
+thread_local! {
+    /// Merged pieces per thread, keyed by the model's id and the piece's bytes. Validity checks
+    /// encode the same context pieces over and over (a node's whitespace run, once per token of
+    /// its subtree and per witness): after a space run, merging was over half of a check
+    /// (perf, SmolLM2, the heap diagram of benches/bench_score.py). One cache per thread, so
+    /// the checks split over threads never wait on a lock; a per-call cache handed down through
+    /// `encode` was the alternative, with the same hit rate and a wider API.
+    static PIECE_CACHE: RefCell<FxHashMap<u64, PieceMemo>> = RefCell::new(FxHashMap::default());
+}
 
 #[derive(Debug, Clone)]
 pub struct Bpe {
@@ -26,6 +49,8 @@ pub struct Bpe {
     fuse_unk: bool,
     /// Llama-3 style: a piece that is itself a token is emitted whole, without merging.
     ignore_merges: bool,
+    /// Key of this model's entries in the per-thread piece cache (clones share it: same merges).
+    cache_id: u64,
 }
 
 fn merge_pair(m: &Value) -> Option<(String, String)> {
@@ -83,6 +108,7 @@ impl Bpe {
             unk,
             fuse_unk: model["fuse_unk"].as_bool().unwrap_or(false),
             ignore_merges: model["ignore_merges"].as_bool().unwrap_or(false),
+            cache_id: NEXT_BPE_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -155,6 +181,28 @@ impl Bpe {
                 return Ok(());
             }
         }
+        if piece.len() < CACHED_PIECE_MIN {
+            return self.merge_piece(piece, out);
+        }
+        let hit = PIECE_CACHE.with(|c| c.borrow().get(&self.cache_id).and_then(|m| m.get(piece)).map(|ids| out.extend_from_slice(ids)).is_some());
+        if hit {
+            return Ok(());
+        }
+        let at = out.len();
+        self.merge_piece(piece, out)?;
+        PIECE_CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            let m = c.entry(self.cache_id).or_default();
+            if m.len() >= CACHED_PIECES_MAX {
+                m.clear();
+            }
+            m.insert(piece.to_vec(), out[at..].to_vec());
+        });
+        Ok(())
+    }
+
+    /// Units of a piece, merged (no cache).
+    fn merge_piece(&self, piece: &[u8], out: &mut Vec<TokenId>) -> Result<()> {
         let mut syms: Vec<TokenId> = Vec::with_capacity(piece.len());
         self.units(piece, &mut syms)?;
         if syms.len() <= 16 {

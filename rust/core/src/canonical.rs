@@ -15,6 +15,8 @@
 //!   adjacent token pairs, so the anchor is the start of the second-to-last token at a character
 //!   boundary.
 
+mod boundary;
+
 use crate::added::{AddedText, Segment};
 use crate::bpe::Bpe;
 use crate::error::{Error, Result};
@@ -37,6 +39,9 @@ pub struct Canonicalizer {
     pre: PreTokenizer,
     bpe: Bpe,
     added: AddedText,
+    /// Which tokens are valid from a piece start, filled in as asked (`boundary.rs`); clones
+    /// share it (same vocabulary).
+    first_valid: Arc<boundary::FirstTokenMemo>,
 }
 
 impl Canonicalizer {
@@ -46,7 +51,8 @@ impl Canonicalizer {
         let pre = PreTokenizer::from_json(&root)?;
         let bpe = Bpe::from_json(&root, vocab.kind())?;
         let added = AddedText::new(vocab.added_text().iter().cloned());
-        Ok(Self { vocab, pre, bpe, added })
+        let first_valid = Arc::new(boundary::FirstTokenMemo::new(vocab.n_ids()));
+        Ok(Self { vocab, pre, bpe, added, first_valid })
     }
 
     pub fn vocab(&self) -> &Arc<Vocabulary> {

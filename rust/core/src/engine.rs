@@ -35,6 +35,7 @@
 mod covers;
 mod lazy;
 mod prefix;
+mod shortcut;
 pub use covers::CoverChoice;
 pub use lazy::{Bounds, Pick, Refinement};
 pub use prefix::{PrefixResult, PrefixScorer};
@@ -401,8 +402,21 @@ impl CoverEngine {
         Ok(())
     }
 
-    /// Validity of T + [v] for the tokens at trie positions `ks` (split over threads when many).
+    /// Validity of T + [v] for the tokens at trie positions `ks`: settled by a forced piece
+    /// boundary where one applies (`shortcut.rs`), the rest checked one by one (split over
+    /// threads when many).
     fn check_tokens(&self, node: NodeId, ks: &[usize]) -> Vec<bool> {
+        let nd = &self.nodes[node];
+        let window = &self.text[nd.anchor..nd.end];
+        let mut shortcut = shortcut::Shortcut::new(&self.canon, window, &nd.tail);
+        let settled: Vec<Option<bool>> = ks.iter().map(|&k| shortcut.verdict(self.trie.id_at(k))).collect();
+        let open: Vec<usize> = ks.iter().zip(&settled).filter(|(_, v)| v.is_none()).map(|(&k, _)| k).collect();
+        let mut checked = self.check_each(node, &open).into_iter();
+        settled.into_iter().map(|v| v.unwrap_or_else(|| checked.next().expect("one verdict per open token"))).collect()
+    }
+
+    /// Validity of T + [v] for the tokens at trie positions `ks`, each checked on its own.
+    fn check_each(&self, node: NodeId, ks: &[usize]) -> Vec<bool> {
         let nd = &self.nodes[node];
         let window = &self.text[nd.anchor..nd.end];
         let (canon, vocab, trie, tail) = (&self.canon, self.canon.vocab(), &self.trie, &nd.tail);
@@ -750,10 +764,12 @@ mod tests {
         serve(&mut e);
         let node = e.group_nodes().last().unwrap().0;
         let ks: Vec<usize> = (0..e.trie.len()).collect();
-        let serial = e.check_tokens(node, &ks);
+        let serial = e.check_each(node, &ks);
         e.cfg.threads = 3;
         let many: Vec<usize> = ks.iter().cycle().take(MIN_PARALLEL_CHECKS * 2 + 7).cloned().collect();
-        let parallel = e.check_tokens(node, &many);
+        let parallel = e.check_each(node, &many);
+        // The forced-boundary shortcut gives the same verdicts as the checks.
+        assert_eq!(e.check_tokens(node, &ks), serial);
         assert_eq!(parallel, many.iter().map(|&k| serial[k]).collect::<Vec<bool>>());
     }
 }

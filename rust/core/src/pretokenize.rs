@@ -13,6 +13,92 @@ use std::ops::Range;
 
 /// GPT-2's pre-tokenizer pattern, used by `ByteLevel(use_regex=true)`.
 pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+/// Llama-3's split pattern (digits in runs of up to three).
+pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's split pattern (Llama-3's with every digit on its own).
+pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Split patterns whose piece boundaries `PreTokenizer::boundary_between` can tell without
+/// running them (see `boundary.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KnownPattern {
+    Gpt2,
+    Llama3,
+    Qwen2,
+}
+
+impl KnownPattern {
+    fn of(pattern: &str, behavior: Behavior, invert: bool) -> Option<Self> {
+        if behavior != Behavior::Isolated || invert {
+            return None;
+        }
+        match pattern {
+            GPT2_PATTERN => Some(Self::Gpt2),
+            LLAMA3_PATTERN => Some(Self::Llama3),
+            QWEN2_PATTERN => Some(Self::Qwen2),
+            _ => None,
+        }
+    }
+
+    /// Whether some string this pattern matches has `x` immediately followed by `y`, read off
+    /// the alternatives: contractions join an apostrophe or a letter to a letter; the word,
+    /// number and symbol runs join their own class and a leading space (Llama-3/Qwen2: any
+    /// non-newline, non-letter, non-digit before letters, and newlines after symbols);
+    /// whitespace alternatives join whitespace.
+    fn joins(self, x: char, y: char) -> bool {
+        let (cx, cy) = (CharClass::of(x), CharClass::of(y));
+        use CharClass::*;
+        let space = |c: CharClass| matches!(c, Space | Newline | OtherSpace);
+        let symbol = |c: CharClass| matches!(c, Apostrophe | Symbol);
+        if space(cx) && space(cy) || symbol(cx) && symbol(cy) || cx == Letter && cy == Letter {
+            return true;
+        }
+        match self {
+            Self::Gpt2 => cx == Apostrophe && cy == Letter || cx == Space && !space(cy) || cx == Digit && cy == Digit,
+            Self::Llama3 | Self::Qwen2 => {
+                cy == Letter && !matches!(cx, Newline | Digit)
+                    || self == Self::Llama3 && cx == Digit && cy == Digit
+                    || cx == Space && symbol(cy)
+                    || symbol(cx) && cy == Newline
+            }
+        }
+    }
+}
+
+/// The character classes the known patterns tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CharClass {
+    Letter,
+    Digit,
+    /// U+0020.
+    Space,
+    /// `\r` or `\n`.
+    Newline,
+    /// Other whitespace (`\s`).
+    OtherSpace,
+    Apostrophe,
+    /// Anything else (`[^\s\p{L}\p{N}]`).
+    Symbol,
+}
+
+impl CharClass {
+    fn of(c: char) -> Self {
+        static CLASSES: std::sync::OnceLock<(regex::Regex, regex::Regex)> = std::sync::OnceLock::new();
+        let (letter, digit) = CLASSES.get_or_init(|| (regex::Regex::new(r"^\p{L}$").expect("valid"), regex::Regex::new(r"^\p{N}$").expect("valid")));
+        let mut buf = [0u8; 4];
+        let s = c.encode_utf8(&mut buf);
+        match c {
+            ' ' => Self::Space,
+            '\r' | '\n' => Self::Newline,
+            '\'' => Self::Apostrophe,
+            // The regexes' `\s` is Unicode White_Space, as is `char::is_whitespace`.
+            _ if c.is_whitespace() => Self::OtherSpace,
+            _ if letter.is_match(s) => Self::Letter,
+            _ if digit.is_match(s) => Self::Digit,
+            _ => Self::Symbol,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Behavior {
@@ -90,10 +176,20 @@ impl Matcher {
     }
 }
 
+/// What follows a text, for `PreTokenizer::boundary_between`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Any text that starts with this character.
+    Char(char),
+    /// Any text that starts with a space and then a character that is not whitespace and
+    /// whose first byte is this one.
+    SpaceThenNonSpace(u8),
+}
+
 #[derive(Debug, Clone)]
 enum Step {
-    /// Split on regex matches.
-    Split { re: Matcher, behavior: Behavior, invert: bool },
+    /// Split on regex matches (`known`: one of the patterns `boundary_between` reasons about).
+    Split { re: Matcher, behavior: Behavior, invert: bool, known: Option<KnownPattern> },
     /// Isolate numeric characters (each one, or each run).
     Digits { individual: bool },
 }
@@ -156,7 +252,12 @@ impl PreTokenizer {
             match type_of(p) {
                 "ByteLevel" => {
                     if p["use_regex"].as_bool().unwrap_or(true) {
-                        steps.push(Step::Split { re: Matcher::new(GPT2_PATTERN)?, behavior: Behavior::Isolated, invert: false });
+                        steps.push(Step::Split {
+                            re: Matcher::new(GPT2_PATTERN)?,
+                            behavior: Behavior::Isolated,
+                            invert: false,
+                            known: Some(KnownPattern::Gpt2),
+                        });
                     }
                 }
                 "Split" => {
@@ -170,17 +271,18 @@ impl PreTokenizer {
                     }
                     // Internal bytes hold spaces where the tokenizer sees `▁`.
                     let pattern = pattern_of(p)?.replace('\u{2581}', " ");
-                    steps.push(Step::Split { re: Matcher::new(&pattern)?, behavior, invert });
+                    let known = KnownPattern::of(&pattern, behavior, invert);
+                    steps.push(Step::Split { re: Matcher::new(&pattern)?, behavior, invert, known });
                 }
                 // Isolates punctuation as HF defines it: ASCII punctuation or a Unicode P* category.
                 "Punctuation" => {
                     let behavior = behavior_of(p, "Punctuation")?;
-                    steps.push(Step::Split { re: Matcher::new(r"[\p{P}!-/:-@\[-`{-~]")?, behavior, invert: false });
+                    steps.push(Step::Split { re: Matcher::new(r"[\p{P}!-/:-@\[-`{-~]")?, behavior, invert: false, known: None });
                 }
                 "Digits" => steps.push(Step::Digits { individual: p["individual_digits"].as_bool().unwrap_or(false) }),
                 "Metaspace" => {
                     if p["split"].as_bool().unwrap_or(true) {
-                        steps.push(Step::Split { re: Matcher::new(" ")?, behavior: Behavior::MergedWithNext, invert: false });
+                        steps.push(Step::Split { re: Matcher::new(" ")?, behavior: Behavior::MergedWithNext, invert: false, known: None });
                     }
                 }
                 other => return Err(Error::Unsupported(format!("pre-tokenizer {other:?} (it drops or rewrites text)"))),
@@ -196,6 +298,27 @@ impl PreTokenizer {
 
     pub fn normalizes(&self) -> bool {
         self.nfc
+    }
+
+    /// Whether every text `a + u`, where `a` ends with the character `x` and `u` is any
+    /// continuation described by `next`, has a piece boundary between `a` and `u`, with the
+    /// pieces before it the same for all such `u` (the same as in `a + next`'s probe text).
+    /// Only for pre-tokenizers made of known split patterns and no normaliser; `false` means
+    /// "not known", never "no boundary". The reasoning is in `boundary.rs`.
+    pub fn boundary_between(&self, x: char, next: Next) -> bool {
+        if self.nfc || self.steps.is_empty() {
+            return false;
+        }
+        self.steps.iter().all(|step| match step {
+            Step::Split { known: Some(k), .. } => match next {
+                Next::Char(c) => !k.joins(x, c),
+                // A whitespace run followed by a space and a non-space: the run ends before the
+                // space under all three patterns (the space goes with what follows, or stands
+                // alone), whichever the non-space is.
+                Next::SpaceThenNonSpace(_) => x.is_whitespace(),
+            },
+            _ => false,
+        })
     }
 
     /// NFC-normalise valid UTF-8 when the tokenizer does; invalid bytes pass through.
@@ -538,13 +661,11 @@ mod tests {
         }
     }
 
-    /// Llama-3's pattern (Qwen2's differs only in `\p{N}` instead of `\p{N}{1,3}`): it has the
-    /// `\s*[\r\n]+` alternative the hand-made look-ahead must yield to.
-    const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
+    /// Llama-3's and Qwen2's patterns have the `\s*[\r\n]+` alternative the hand-made
+    /// look-ahead must yield to.
     #[test]
     fn fast_lookahead_is_chosen_for_the_hf_patterns() {
-        for p in [GPT2_PATTERN, LLAMA3_PATTERN] {
+        for p in [GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN] {
             assert!(matches!(Matcher::new(p).unwrap(), Matcher::WhitespaceLookahead { .. }), "{p}");
         }
         // Another look-around keeps the backtracking engine.

@@ -233,10 +233,16 @@ impl PyPrefixScorer {
         self.inner.n_nodes()
     }
 
-    /// Validity checks run (distinct contexts only).
+    /// Per-token validity checks run (distinct contexts only).
     #[getter]
     fn validity_checks(&self) -> u64 {
         self.inner.validity_checks
+    }
+
+    /// Verdicts a forced piece boundary settled without a per-token check.
+    #[getter]
+    fn shortcut_verdicts(&self) -> u64 {
+        self.inner.shortcut_verdicts
     }
 }
 

@@ -26,6 +26,7 @@
 //! * Checks run over all nodes at once, split over threads by work item rather than per node
 //!   (most subtrees are too small to split on their own).
 
+use super::shortcut::Shortcut;
 use super::{CoverEngine, EngineConfig, NodeId};
 use crate::canonical::Canonicalizer;
 use crate::error::{Error, Result};
@@ -73,12 +74,22 @@ pub struct PrefixScorer {
     children: Vec<Vec<NodeId>>,
     eos_node: Option<NodeId>,
     need_row: Vec<bool>,
+    /// Per-token validity checks run, verdicts settled by a forced piece boundary instead
+    /// (`canonical/boundary.rs`), and nodes that shared another node's verdicts.
     pub validity_checks: u64,
+    pub shortcut_verdicts: u64,
     pub memo_hits: u64,
 }
 
 /// Memo key of a subtree's verdicts: the anchored text, the tokens after the anchor, next byte.
 type VerdictKey = (Vec<u8>, Vec<TokenId>, u8);
+
+/// Verdicts for a node's subtree that a forced piece boundary settles (`None`: check the token).
+fn shortcut_verdicts(eng: &CoverEngine, node: NodeId, range: Range<usize>) -> Vec<Option<bool>> {
+    let nd = &eng.nodes[node];
+    let mut shortcut = Shortcut::new(&eng.canon, &eng.text[nd.anchor..nd.end], &nd.tail);
+    range.map(|k| shortcut.verdict(eng.trie.id_at(k))).collect()
+}
 
 impl PrefixScorer {
     /// Every valid token prefix along user text `text`, with its subtree's validity decided.
@@ -95,7 +106,7 @@ impl PrefixScorer {
         let bare_end = eng.at_bare_start_prefix();
         let eos_node =
             if bare_end { Some(0) } else { eng.nodes.iter().position(|nd| nd.end == n && eng.canon.complete_from(&eng.text[nd.anchor..nd.end], &nd.tail)) };
-        let mut s = Self { eng, scores: Vec::new(), children, eos_node, need_row: Vec::new(), validity_checks: 0, memo_hits: 0 };
+        let mut s = Self { eng, scores: Vec::new(), children, eos_node, need_row: Vec::new(), validity_checks: 0, shortcut_verdicts: 0, memo_hits: 0 };
         s.decide_validity();
         Ok(s)
     }
@@ -129,9 +140,20 @@ impl PrefixScorer {
             }
             job_of[id] = Some(j);
         }
-        // Flatten into (job, trie position) work items and split them over threads.
-        let items: Vec<(usize, usize)> = jobs.iter().enumerate().flat_map(|(j, (_, r))| r.clone().map(move |k| (j, k))).collect();
+        // Verdicts the pre-tokenizer's boundary settles (canonical/boundary.rs); the rest are
+        // (job, trie position) work items for per-token checks, split over threads.
+        let mut per_job: Vec<Vec<Option<bool>>> = jobs.iter().map(|(id, r)| shortcut_verdicts(eng, *id, r.clone())).collect();
+        let items: Vec<(usize, usize)> = jobs
+            .iter()
+            .enumerate()
+            .flat_map(|(j, (_, r))| {
+                let undecided = &per_job[j];
+                let start = r.start;
+                r.clone().filter(move |&k| undecided[k - start].is_none()).map(move |k| (j, k))
+            })
+            .collect();
         self.validity_checks = items.len() as u64;
+        self.shortcut_verdicts = jobs.iter().map(|(_, r)| r.len() as u64).sum::<u64>() - self.validity_checks;
         let check = |part: &[(usize, usize)]| -> Vec<bool> {
             let mut text = Vec::new();
             let mut t = Vec::new();
@@ -181,11 +203,10 @@ impl PrefixScorer {
             }
             out.concat()
         };
-        let mut per_job: Vec<Vec<bool>> = jobs.iter().map(|(_, r)| Vec::with_capacity(r.len())).collect();
-        for (&(j, _), ok) in items.iter().zip(verdicts) {
-            per_job[j].push(ok);
+        for (&(j, k), ok) in items.iter().zip(verdicts) {
+            per_job[j][k - jobs[j].1.start] = Some(ok);
         }
-        let per_job: Vec<Arc<Vec<bool>>> = per_job.into_iter().map(Arc::new).collect();
+        let per_job: Vec<Arc<Vec<bool>>> = per_job.into_iter().map(|v| Arc::new(v.into_iter().map(|x| x.expect("every token decided")).collect())).collect();
         let mut need_row = vec![false; eng.nodes.len()];
         for (id, j) in job_of.iter().enumerate() {
             if let Some(j) = j {
@@ -338,6 +359,80 @@ impl PrefixScorer {
 mod tests {
     use super::*;
     use crate::test_support::{logp, row, tiny_parts, TINY_EOS};
+
+    /// Tokenizers whose verdicts the shortcut test compares: the tiny toy, and the real ones the
+    /// test suite's set-up converts into the cache (`python tests/support/tokenizer_assets.py`,
+    /// run by `.ci/bootstrap test` before `cargo test`) when they are there.
+    fn tokenizers_for_shortcut() -> Vec<(String, Arc<Canonicalizer>, Arc<TokenTrie>)> {
+        let (c, t) = tiny_parts();
+        let mut out = vec![("tiny".to_string(), c, t)];
+        let cache = std::env::var_os("BYTECOVER_CACHE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/bytecover")));
+        for rel in ["tokenizers/gpt-2", "tokenizers/llama-bpe", "tokenizers/qwen2", "models/smollm2-135m"] {
+            let Some(path) = cache.as_ref().map(|c| c.join(rel).join("tokenizer.json")) else { continue };
+            let Ok(json) = std::fs::read_to_string(&path) else { continue };
+            let c = Arc::new(Canonicalizer::from_json(&json, None).unwrap());
+            let t = Arc::new(TokenTrie::new(c.vocab()));
+            out.push((rel.to_string(), c, t));
+        }
+        out
+    }
+
+    /// Every verdict a forced piece boundary settles (`canonical/boundary.rs`) equals the
+    /// per-token check's, on texts with the layouts the shortcut is for (words before spaces,
+    /// indentation runs, newlines, digits, contractions, symbols, CJK, emoji).
+    #[test]
+    fn shortcut_verdicts_equal_per_token_checks() {
+        let texts: [&[u8]; 7] = [
+            b"ab  a\n\nabc 1 a   b  \n a",
+            b"def f(x):\n        return x  + 1 # it's 42\n",
+            "a  b\t\tc \n\n   d\r\n e's 1,234.5 \u{4e2d}\u{6587} caf\u{e9} \u{1f600} x".as_bytes(),
+            b"    if n:\n\n        pass  \n   ",
+            b"The numbers below are `k', not a[k]:\n\n                   0\n",
+            b"x = [1, 2]  ;  y=(3)\n\ty 'll 've ' ",
+            b"  \n \n  a",
+        ];
+        for (name, c, t) in tokenizers_for_shortcut() {
+            let (mut shortcut, mut scored) = (0u64, 0);
+            for text in texts {
+                // The tiny toy cannot spell most of these texts.
+                let Ok(s) = PrefixScorer::new(c.clone(), t.clone(), text, vec![TINY_EOS], 2) else { continue };
+                scored += 1;
+                shortcut += s.shortcut_verdicts;
+                let eng = &s.eng;
+                for (id, nd) in eng.nodes.iter().enumerate() {
+                    let sc = &s.scores[id];
+                    for (k, &got) in sc.subtree.clone().zip(sc.valid.iter()) {
+                        let tok = eng.trie.id_at(k);
+                        // Every token of small subtrees and every short token (a space before
+                        // a digit, an apostrophe, a newline: where the classes meet), one in 8
+                        // short tokens ending inside a character (each costs every completion),
+                        // one in 32 of the rest (all of them took 8 minutes on 2 cores).
+                        let bytes = c.vocab().token_bytes(tok).unwrap();
+                        let partial = crate::pretokenize::incomplete_tail(bytes).is_some();
+                        let every = if bytes.len() > 3 {
+                            32
+                        } else if partial {
+                            8
+                        } else {
+                            1
+                        };
+                        if sc.subtree.len() > 2000 && k % every != 0 {
+                            continue;
+                        }
+                        let mut window = eng.text[nd.anchor..nd.end].to_vec();
+                        window.extend_from_slice(c.vocab().token_bytes(tok).unwrap());
+                        let mut tail = nd.tail.clone();
+                        tail.push(tok);
+                        let want = c.valid_from(&window, &tail);
+                        assert_eq!(got, want, "{name}: {:?} + token {tok} {:?}", String::from_utf8_lossy(&window), c.vocab().token_string(tok));
+                    }
+                }
+            }
+            assert!(scored > 0 && shortcut > 0, "{name}: {scored} texts scored, no verdict came from the shortcut");
+        }
+    }
 
     /// The scorer's prefix probabilities equal the eager engine's log P(x...) at every byte.
     #[test]

@@ -1,0 +1,134 @@
+//! Validity of a whole trie subtree at once, where the pre-tokenizer cuts between a token prefix
+//! and whatever follows it.
+//!
+//! A node T spells `a` (from its anchor, tokens `tail` after it) and the tokens to check are the
+//! v whose bytes start with a given byte. Checking each T + [v] encodes `a + v + witness` for
+//! every witness, so after a word the ~32k tokens that start with a space cost 50 ms per node,
+//! and inside an indentation run (where all of them are invalid and every witness is tried)
+//! over a second (SmolLM2, benches/bench_score.py). Most of that work repeats one fact: the
+//! pre-tokenizer puts a piece boundary at the end of `a` whatever follows. Then, since BPE runs
+//! per piece and the split patterns have no look-behind,
+//!   encode(a + v + w) = tokens of the pieces before the boundary ++ encode(v + w),
+//! and the check factors exactly: T + [v] is valid (for witness w) iff the pieces before the
+//! boundary encode to `tail` (one check for the whole subtree) and [v] is valid from a piece
+//! start (`v + w` encodes to something starting with v; a property of v alone, memoised per
+//! tokenizer). Same witnesses on both sides, so every verdict equals the per-token check's.
+//!
+//! When is the boundary forced? For the known patterns (GPT-2, Llama-3, Qwen2; no normaliser)
+//! a piece can hold `x` followed by `y` only for the adjacent classes the alternatives allow
+//! (`KnownPattern::joins`). If the last character of `a` and the next character cannot be
+//! adjacent in any piece, no match crosses the end of `a`; matches before it read at most one
+//! character past it (the `\s+(?!\S)` look-ahead), so they are the same for every continuation
+//! starting with that character. Inside a whitespace run followed by a space and a non-space,
+//! all three patterns end the run before that space. `tests/core/boundary_shortcut.rs` checks
+//! both rules against the per-token check on real tokenizers and random texts.
+//!
+//! Guard rails: the next byte must be ASCII (a lead byte leaves the character open), the
+//! vocabulary has no start prefix, `a` is valid UTF-8, and no text-valued added token contains
+//! the next byte or (after a space) starts with the following character's first byte, so no
+//! added-token match crosses or touches the boundary. After a space, the token must show that
+//! the next character is not whitespace: complete, or a partial character whose lead byte no
+//! whitespace character has (U+0085, U+00A0, U+1680, U+2000-U+205F and U+3000 start with C2, E1,
+//! E2 or E3).
+
+use super::Canonicalizer;
+use crate::added::Segment;
+use crate::pretokenize::Next;
+use crate::primitives::TokenId;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+const UNKNOWN: u8 = 0;
+const INVALID: u8 = 1;
+const VALID: u8 = 2;
+
+/// Per-token memo of "valid from a piece start".
+#[derive(Debug, Default)]
+pub(super) struct FirstTokenMemo(Vec<AtomicU8>);
+
+impl FirstTokenMemo {
+    pub(super) fn new(n_ids: usize) -> Self {
+        Self((0..n_ids).map(|_| AtomicU8::new(UNKNOWN)).collect())
+    }
+}
+
+impl Canonicalizer {
+    /// Whether `[id]` is valid read from a piece start: some witness makes the token's bytes
+    /// (plus the witness) encode to a sequence starting with it. Memoised per tokenizer.
+    pub fn valid_from_piece_start(&self, id: TokenId) -> bool {
+        let Some(slot) = self.first_valid.0.get(id as usize) else { return false };
+        match slot.load(Ordering::Relaxed) {
+            VALID => true,
+            INVALID => false,
+            _ => {
+                let ok = self.vocab.token_bytes(id).is_some_and(|b| !b.is_empty() && self.valid_from(b, &[id]));
+                slot.store(if ok { VALID } else { INVALID }, Ordering::Relaxed);
+                ok
+            }
+        }
+    }
+
+    /// The verdict every token v starting with `next` shares about the context, when the
+    /// pre-tokenizer cuts at the end of `a` whatever follows: `Some(true)` when the pieces before
+    /// the cut encode to `tail` (then T + [v] is valid iff `valid_from_piece_start(v)`),
+    /// `Some(false)` when they do not (no such v is valid), `None` when the shortcut does not
+    /// apply and each token must be checked.
+    pub fn context_verdict(&self, a: &[u8], tail: &[TokenId], next: Next) -> Option<bool> {
+        let (first, second) = match next {
+            Next::Char(c) => (c, None),
+            Next::SpaceThenNonSpace(b) => (' ', Some(b)),
+        };
+        if !first.is_ascii() || !self.vocab.start_prefix().is_empty() {
+            return None;
+        }
+        let x = std::str::from_utf8(a).ok()?.chars().next_back()?;
+        let touches_added = self.added_touches(first as u8, second);
+        if touches_added || !self.pre.boundary_between(x, next) {
+            return None;
+        }
+        // The probe text: `a` followed by `next`'s characters (after a space, any non-space
+        // gives the same pieces before the cut: "a" stands for all of them).
+        let mut probe = a.to_vec();
+        probe.push(first as u8);
+        if second.is_some() {
+            probe.push(b'a');
+        }
+        let before = self.tokens_before(&probe, a.len())?;
+        Some(before == tail)
+    }
+
+    /// Whether a text-valued added token contains byte `c`, or starts with byte `then`.
+    fn added_touches(&self, c: u8, then: Option<u8>) -> bool {
+        self.vocab.added_text().iter().any(|(text, _)| text.contains(&c) || then.is_some_and(|b| text.first() == Some(&b)))
+    }
+
+    /// Tokens of the pieces of `text` that end at or before `cut`, if `cut` is a piece boundary.
+    fn tokens_before(&self, text: &[u8], cut: usize) -> Option<Vec<TokenId>> {
+        let mut out = Vec::new();
+        let mut at_boundary = cut == 0;
+        let segments = if self.added.is_empty() { vec![Segment::Text(0..text.len())] } else { self.added.segments(text) };
+        for seg in segments {
+            match seg {
+                Segment::Added(r, id) => {
+                    if r.end <= cut {
+                        out.push(id);
+                        at_boundary |= r.end == cut;
+                    } else if r.start < cut {
+                        return None;
+                    }
+                }
+                Segment::Text(r) => {
+                    for p in self.pre.pieces(&text[r.clone()]) {
+                        let (start, end) = (p.start + r.start, p.end + r.start);
+                        if end <= cut {
+                            self.bpe.encode_piece(&text[start..end], &mut out).ok()?;
+                            at_boundary |= end == cut;
+                        } else if start < cut {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+        at_boundary.then_some(out)
+    }
+}

@@ -1,0 +1,67 @@
+//! Per-token verdicts that a forced piece boundary settles without a check of their own
+//! (`canonical/boundary.rs` has the reasoning). One `Shortcut` serves one node: it remembers the
+//! shared verdict for each next byte, so a whole subtree costs one context check plus a memo
+//! lookup per token.
+
+use crate::canonical::Canonicalizer;
+use crate::pretokenize::Next;
+use crate::primitives::TokenId;
+use rustc_hash::FxHashMap;
+
+pub(super) struct Shortcut<'a> {
+    canon: &'a Canonicalizer,
+    /// The node's text from its anchor, and its tokens after the anchor.
+    text: &'a [u8],
+    tail: &'a [TokenId],
+    ends_in_space: bool,
+    /// Shared verdict by the token's first byte (outer None: not asked yet).
+    by_first: FxHashMap<u8, Option<bool>>,
+    /// After a whitespace run: shared verdict by the byte after a token's leading space.
+    by_second: FxHashMap<u8, Option<bool>>,
+}
+
+impl<'a> Shortcut<'a> {
+    pub(super) fn new(canon: &'a Canonicalizer, text: &'a [u8], tail: &'a [TokenId]) -> Self {
+        let ends_in_space = std::str::from_utf8(text).ok().and_then(|s| s.chars().next_back()).is_some_and(char::is_whitespace);
+        Self { canon, text, tail, ends_in_space, by_first: FxHashMap::default(), by_second: FxHashMap::default() }
+    }
+
+    /// The verdict for T + [id] if a forced boundary settles it, `None` if it needs a check.
+    pub(super) fn verdict(&mut self, id: TokenId) -> Option<bool> {
+        let (canon, text, tail) = (self.canon, self.text, self.tail);
+        let bytes = canon.vocab().token_bytes(id)?;
+        let &first = bytes.first()?;
+        let shared =
+            *self.by_first.entry(first).or_insert_with(|| if first.is_ascii() { canon.context_verdict(text, tail, Next::Char(first as char)) } else { None });
+        let shared = match shared {
+            Some(s) => s,
+            None if first == b' ' && self.ends_in_space && bytes.len() > 1 && starts_non_space(&bytes[1..]) => {
+                let lead = bytes[1];
+                (*self.by_second.entry(lead).or_insert_with(|| canon.context_verdict(text, tail, Next::SpaceThenNonSpace(lead))))?
+            }
+            None => return None,
+        };
+        Some(shared && canon.valid_from_piece_start(id))
+    }
+}
+
+/// Whether `bytes` start with a character that is not whitespace: a complete one, or the start
+/// of one whose lead byte no whitespace character has (U+0085 and U+00A0 start with C2, U+1680
+/// with E1, U+2000-U+205F with E2, U+3000 with E3).
+fn starts_non_space(bytes: &[u8]) -> bool {
+    match first_char(bytes) {
+        Some(c) => !c.is_whitespace(),
+        None => matches!(bytes[0], 0xC3..=0xDF | 0xE0 | 0xE4..=0xEF | 0xF0..=0xF4),
+    }
+}
+
+/// The first character of `bytes` if it is complete, valid UTF-8.
+fn first_char(bytes: &[u8]) -> Option<char> {
+    let len = match *bytes.first()? {
+        b if b < 0x80 => 1,
+        b if b >= 0xF0 => 4,
+        b if b >= 0xE0 => 3,
+        _ => 2,
+    };
+    std::str::from_utf8(bytes.get(..len)?).ok()?.chars().next()
+}
