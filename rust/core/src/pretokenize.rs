@@ -690,6 +690,66 @@ mod tests {
         }
     }
 
+    /// The three pre-tokenizers `boundary_between` knows.
+    fn known_pretokenizers() -> Vec<PreTokenizer> {
+        let split = |p: &str| {
+            PreTokenizer::from_json(&json!({"pre_tokenizer": {"type": "Split", "pattern": {"Regex": p}, "behavior": "Isolated", "invert": false}})).unwrap()
+        };
+        vec![gpt2(), split(LLAMA3_PATTERN), split(QWEN2_PATTERN)]
+    }
+
+    /// Pieces of `text` that end at or before `cut`, if `cut` is a piece boundary.
+    fn pieces_before(p: &PreTokenizer, text: &str, cut: usize) -> Option<Vec<Range<usize>>> {
+        let all = p.pieces(text.as_bytes());
+        all.iter().any(|r| r.end == cut).then(|| all.into_iter().filter(|r| r.end <= cut).collect())
+    }
+
+    #[test]
+    fn boundary_rules_fire_where_expected() {
+        for p in known_pretokenizers() {
+            assert!(p.boundary_between('o', Next::Char(' ')), "a letter before a space");
+            assert!(p.boundary_between('\n', Next::SpaceThenNonSpace(b'x')), "a run before a space and a letter");
+            assert!(!p.boundary_between(' ', Next::Char(' ')), "inside a whitespace run");
+            assert!(!p.boundary_between('a', Next::Char('b')), "inside a word");
+        }
+        let nfc = PreTokenizer::from_json(&json!({"normalizer": {"type": "NFC"}, "pre_tokenizer": {"type": "ByteLevel", "use_regex": true}})).unwrap();
+        assert!(!nfc.boundary_between('o', Next::Char(' ')), "a normaliser turns the rule off");
+    }
+
+    fn short_text() -> impl Strategy<Value = String> {
+        let chars = vec![' ', ' ', ' ', '\n', '\r', '\t', 'a', 'B', 's', 't', 'l', 'e', '1', '2', '\'', '.', '(', '中', '\u{3000}', '\u{a0}', '\u{301}', 'é'];
+        proptest::collection::vec(proptest::sample::select(chars), 1..7).prop_map(|c| c.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Where `boundary_between` says the pre-tokenizer cuts whatever follows, it does: every
+        /// continuation has a piece boundary at the end of the text, and the same pieces before
+        /// it as the probe text the shortcut encodes (canonical/boundary.rs).
+        #[test]
+        fn forced_boundaries_hold_for_every_continuation(a in short_text(), u in short_text()) {
+            let x = a.chars().next_back().unwrap();
+            let c = u.chars().next().unwrap();
+            let text = format!("{a}{u}");
+            for p in known_pretokenizers() {
+                if p.boundary_between(x, Next::Char(c)) {
+                    let probe = format!("{a}{c}");
+                    prop_assert_eq!(pieces_before(&p, &text, a.len()), pieces_before(&p, &probe, a.len()), "{:?} | {:?}", a, u);
+                    prop_assert!(pieces_before(&p, &text, a.len()).is_some());
+                }
+                let y = u.chars().nth(1);
+                if let Some(y) = y.filter(|y| c == ' ' && !y.is_whitespace()) {
+                    let lead = y.to_string().as_bytes()[0];
+                    if p.boundary_between(x, Next::SpaceThenNonSpace(lead)) {
+                        let probe = format!("{a} a");
+                        prop_assert_eq!(pieces_before(&p, &text, a.len()), pieces_before(&p, &probe, a.len()), "{:?} | {:?}", a, u);
+                        prop_assert!(pieces_before(&p, &text, a.len()).is_some());
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn invalid_bytes_are_own_pieces() {
         let p = gpt2();

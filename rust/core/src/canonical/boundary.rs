@@ -20,8 +20,9 @@
 //! adjacent in any piece, no match crosses the end of `a`; matches before it read at most one
 //! character past it (the `\s+(?!\S)` look-ahead), so they are the same for every continuation
 //! starting with that character. Inside a whitespace run followed by a space and a non-space,
-//! all three patterns end the run before that space. `tests/core/boundary_shortcut.rs` checks
-//! both rules against the per-token check on real tokenizers and random texts.
+//! all three patterns end the run before that space. The test
+//! `engine::prefix::tests::shortcut_verdicts_equal_per_token_checks` compares both rules with the
+//! per-token check on four real tokenizers (docs/design.md has the other checks).
 //!
 //! Guard rails: the next byte must be ASCII (a lead byte leaves the character open), the
 //! vocabulary has no start prefix, `a` is valid UTF-8, and no text-valued added token contains
