@@ -467,7 +467,7 @@ pub fn utf8_runs(text: &[u8]) -> Vec<(Range<usize>, bool)> {
 }
 
 /// Length of the UTF-8 character a lead byte starts (`None` for a byte that starts none).
-fn char_len(lead: u8) -> Option<usize> {
+pub(crate) fn char_len(lead: u8) -> Option<usize> {
     match lead {
         0xC2..=0xDF => Some(2),
         0xE0..=0xEF => Some(3),

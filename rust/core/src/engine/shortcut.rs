@@ -4,7 +4,7 @@
 //! lookup per token.
 
 use crate::canonical::Canonicalizer;
-use crate::pretokenize::Next;
+use crate::pretokenize::{char_len, Next};
 use crate::primitives::TokenId;
 use rustc_hash::FxHashMap;
 
@@ -57,11 +57,7 @@ fn starts_non_space(bytes: &[u8]) -> bool {
 
 /// The first character of `bytes` if it is complete, valid UTF-8.
 fn first_char(bytes: &[u8]) -> Option<char> {
-    let len = match *bytes.first()? {
-        b if b < 0x80 => 1,
-        b if b >= 0xF0 => 4,
-        b if b >= 0xE0 => 3,
-        _ => 2,
-    };
+    let lead = *bytes.first()?;
+    let len = if lead.is_ascii() { 1 } else { char_len(lead)? };
     std::str::from_utf8(bytes.get(..len)?).ok()?.chars().next()
 }
