@@ -11,7 +11,8 @@ the covers of x[:j] (Byte-Token Representation Lemma, docs/scoring.md). Scoring 
 The Rust `PrefixScorer` needs, per valid token prefix along the text, one model row and the
 validity of the tokens starting with the next byte only; rows are reduced to a few masses as they
 arrive. The rows of every text in a call are fetched together, `batch` token prefixes per
-gateway request (shortest first, so a backend with a prefix cache reuses each trunk).
+gateway request (shortest first, so a backend with a prefix cache reuses each trunk; as many per
+request as `ROW_BLOCK_BYTES` of rows allow, so the backend's forwards are large).
 
 Long texts are scored in windows whose canonical encoding fits the model's context (see
 `windows`): every byte is scored once, in the first window that contains it, and a window after
@@ -32,10 +33,23 @@ from . import _core
 from .gateway import CallStats
 from .spec import ByteSpec
 
-__all__ = ["PrefixScore", "score_texts", "windows", "ROW_BATCH", "WINDOW_MARGIN"]
+__all__ = ["PrefixScore", "score_texts", "windows", "row_batch", "ROW_BLOCK_BYTES", "WINDOW_MARGIN"]
 
-ROW_BATCH = 16
-"""Token prefixes per gateway request when fetching the rows a batch of texts needs."""
+ROW_BLOCK_BYTES = 256 * 2**20
+"""Float32 rows per gateway request when fetching the rows a batch of texts needs, in bytes:
+1,365 token prefixes for SmolLM2's 49k ids, 256 for Gemma-3's 262k.
+
+Why large: a request's rows are computed in one tree-mask forward over their new tokens
+(`bytecover.backends.hf`), and on a CPU a forward over a few tokens is bound by reading the
+weights, one over hundreds of tokens by arithmetic. 16 prefixes per request (the first
+setting) made the model part of scoring 4 KB of prose 58.5 s in 180 requests; 512 or more
+per request 11-12 s in 3-6 requests, against 5.3 s for one plain forward over the text
+(SmolLM2-135M, 2 cores, benches/results/score/)."""
+
+
+def row_batch(vocab_size: int) -> int:
+    """Token prefixes per request for a model with `vocab_size` ids (`ROW_BLOCK_BYTES`)."""
+    return max(16, ROW_BLOCK_BYTES // (4 * max(1, vocab_size)))
 
 WINDOW_MARGIN = 16
 """Tokens kept free below the context length in a window: token prefixes along a text can be a
@@ -98,13 +112,15 @@ def windows(spec: ByteSpec, data: bytes, *, max_tokens: int | None = None, overl
     return out
 
 
-def score_texts(spec: ByteSpec, texts: Sequence[bytes], *, stats: CallStats | None = None, batch: int = ROW_BATCH,
+def score_texts(spec: ByteSpec, texts: Sequence[bytes], *, stats: CallStats | None = None, batch: int | None = None,
                 max_tokens: int | None = None, overlap: int = 1024, threads: int | None = None,
                 progress: Callable[[int], None] | None = None) -> list[PrefixScore]:
     """Exact prefix probabilities of each text (see the module doc). The rows of all texts (all
     their windows) are fetched together through the gateway, `batch` token prefixes per request.
-    `progress(k)` is called as k more rows have been provided."""
+    `batch=None` takes `row_batch` of the model's vocabulary. `progress(k)` is called as k more
+    rows have been provided."""
     stats = stats if stats is not None else CallStats()
+    batch = batch if batch is not None else row_batch(spec.gateway.vocab_size)
     plans: list[list[tuple[int, int, int]]] = []
     scorers: list[_core.PrefixScorer] = []
     for t, data in enumerate(texts):

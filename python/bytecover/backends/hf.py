@@ -458,26 +458,29 @@ class _TreeBatch:
         request)."""
         tree.tick()
         plan = cls({}, [], [], [], [], [], 0, 0, 0)
-        index: dict[tuple[int, tuple[int, ...]], int] = {}
+        # A new token is identified by (base node, index of the new token before it or -1,
+        # token): linear in a request's length. Keying by the whole continuation (tried first)
+        # hashed O(length^2) tokens per request: 11 s of Python for the 2,874 token prefixes
+        # of 4 KB of prose scored in one request.
+        index: dict[tuple[int, int, int], int] = {}
         for seq in seqs:
             node, m = tree.match(seq)
             if m == len(seq):  # cached, but its row is not: feed the last token again
                 assert node.parent is not None
                 node, m = node.parent, m - 1
-            fresh = [d for d in range(m, len(seq)) if (id(node), seq[m : d + 1]) not in index]
-            if plan.n_requests and plan.q + len(fresh) > limit:
+            base = id(node)
+            at, d = -1, m
+            while d < len(seq) and (j := index.get((base, at, seq[d]))) is not None:
+                at, d = j, d + 1
+            if plan.n_requests and plan.q + len(seq) - d > limit:
                 break
-            plan.bases[id(node)] = node
-            at = -1
-            for d in range(m, len(seq)):
-                key = (id(node), seq[m : d + 1])
-                j = index.get(key)
-                if j is None:
-                    j = index[key] = plan.q
-                    plan.tokens.append(seq[d])
-                    plan.depth.append(d)
-                    plan.parent.append(at)
-                    plan.base_of.append(id(node))
+            plan.bases[base] = node
+            for d in range(d, len(seq)):
+                j = index[(base, at, seq[d])] = plan.q
+                plan.tokens.append(seq[d])
+                plan.depth.append(d)
+                plan.parent.append(at)
+                plan.base_of.append(base)
                 at = j
             plan.last.append(at)
             plan.n_requests += 1

@@ -17,6 +17,8 @@
 
 mod boundary;
 
+pub use boundary::InnerCut;
+
 use crate::added::{AddedText, Segment};
 use crate::bpe::Bpe;
 use crate::error::{Error, Result};

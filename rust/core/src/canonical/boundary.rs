@@ -38,6 +38,25 @@ use crate::pretokenize::Next;
 use crate::primitives::TokenId;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+/// A forced piece cut inside a node's text (`Canonicalizer::forced_cut_inside`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InnerCut {
+    /// Byte offset of the cut in the node's text from its anchor.
+    pub at: usize,
+    /// Tokens of the node's tail before the cut.
+    pub tokens: usize,
+    /// Whether the pieces before the cut encode to those tokens (if not, no extension of the
+    /// node is valid).
+    pub context_ok: bool,
+}
+
+/// The first character of `bytes` when it is complete, valid UTF-8.
+fn first_char(bytes: &[u8]) -> Option<char> {
+    let lead = *bytes.first()?;
+    let len = if lead.is_ascii() { 1 } else { crate::pretokenize::char_len(lead)? };
+    std::str::from_utf8(bytes.get(..len)?).ok()?.chars().next()
+}
+
 const UNKNOWN: u8 = 0;
 const INVALID: u8 = 1;
 const VALID: u8 = 2;
@@ -95,6 +114,37 @@ impl Canonicalizer {
         }
         let before = self.tokens_before(&probe, a.len())?;
         Some(before == tail)
+    }
+
+    /// The last forced piece cut strictly inside `a` (a node's text from its anchor, `tail` its
+    /// tokens after the anchor): the largest offset 0 < c < len(a) that is a token boundary of
+    /// `tail` and where the pre-tokenizer cuts whatever follows the character at c (the rule
+    /// of `context_verdict`, with that character read from `a`). Then for every token v
+    ///   T + [v] is valid  iff  `context_ok` and [tail after c] + [v] is valid read from c,
+    /// as `a[c..] + v + w` encodes on its own to the tokens after the cut, for every witness w.
+    /// `None` when no such cut exists (or the rules do not apply to this tokenizer).
+    pub fn forced_cut_inside(&self, a: &[u8], tail: &[TokenId]) -> Option<InnerCut> {
+        if !self.vocab.start_prefix().is_empty() {
+            return None;
+        }
+        let mut at = a.len();
+        for k in (0..tail.len()).rev() {
+            at = at.checked_sub(self.vocab.token_bytes(tail[k])?.len())?;
+            if at == 0 {
+                return None;
+            }
+            let Ok(before) = std::str::from_utf8(&a[..at]) else { continue };
+            let Some(x) = before.chars().next_back() else { continue };
+            let Some(y) = first_char(&a[at..]) else { continue };
+            if self.added_touches(a[at], None) || !self.pre.boundary_between(x, Next::Char(y)) {
+                continue;
+            }
+            let mut probe = a[..at].to_vec();
+            probe.extend_from_slice(y.encode_utf8(&mut [0; 4]).as_bytes());
+            let context_ok = self.tokens_before(&probe, at).is_some_and(|t| t == tail[..k]);
+            return Some(InnerCut { at, tokens: k, context_ok });
+        }
+        None
     }
 
     /// Whether a text-valued added token contains byte `c`, or starts with byte `then`.
