@@ -221,6 +221,21 @@ def test_nan_logits_raise():
         lm.logprobs([[4, 2]])
 
 
+def test_nan_row_in_a_block_names_its_prefix():
+    # Rows of one request are normalised as one block; the error still names the bad row's prefix.
+    model = tiny_llama(seed=3)
+
+    def poison_second_row(mod, inp, out):
+        out = out.clone()
+        out[:, 1] = float("nan")
+        return out
+
+    model.lm_head.register_forward_hook(poison_second_row)
+    lm = HFTokenLM(model, bos_ids=[BOS], vocab_size=50)
+    with pytest.raises(FloatingPointError, match=r"\[7, 7, 7\]"):
+        lm.logprobs([[4, 2], [7, 7, 7], [9]])
+
+
 def test_bfloat16_model_runs():
     model = tiny_llama(seed=4).to(torch.bfloat16)
     lm = HFTokenLM(model, bos_ids=[BOS], vocab_size=50)
