@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from .provenance import model_variant, provenance
+
 __all__ = ["Chunk", "sample_chunks", "member_rows", "evaluate", "plot_ensemble_results", "main_ensemble"]
 
 RESULTS_JSON = "ensemble_results.json"
@@ -221,6 +223,7 @@ def evaluate(
     skipped: list[dict[str, Any]] = []
     bar = tqdm(total=len(chunks) * len(names), desc="scoring", unit="model·chunk", disable=not progress)
     stopped_early = False
+    cache_hits = 0  # (model, chunk) rows read from cache_dir, computed by an earlier run
     for ci, chunk in enumerate(chunks):
         if time_budget_s is not None and done and time.perf_counter() - t_start > time_budget_s:
             stopped_early = True
@@ -232,6 +235,7 @@ def evaluate(
             try:
                 if path is not None and path.exists():
                     rows[name] = np.load(path)
+                    cache_hits += 1
                 else:
                     rows[name] = member_rows(models[name], chunk.data)
                     if path is not None:
@@ -313,6 +317,7 @@ def evaluate(
         "n_chunks_requested": len(chunks),
         "n_chunks_done": len(done),
         "stopped_early": stopped_early,
+        "cache_hits": cache_hits,
         "skipped": skipped,
         "model_seconds": seconds,
         "verify": verify,
@@ -416,6 +421,10 @@ def main_ensemble(argv: Sequence[str] | None = None) -> int:
     lms = {name: ByteLM.from_pretrained(name, device=dev) for name, dev in zip(args.models, devices)}
     load_s = time.perf_counter() - t0
     command = "bytecover eval ensemble " + " ".join(sys.argv[1:] if argv is None else list(argv))
+    # Taken before the run: the commit and sources that computed the rows (a checkout changed
+    # while a long run goes on must not be credited with it). Rows resumed from `cache/` were
+    # computed by whichever run wrote them; `cache_hits` in the results says how many.
+    started = {"provenance": provenance(command), "models": {name: model_variant(name) for name in args.models}}
     if args.humaneval:
         from .ensemble_humaneval import run_humaneval
 
@@ -437,6 +446,7 @@ def main_ensemble(argv: Sequence[str] | None = None) -> int:
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
+        **started,
     }
     (out / RESULTS_JSON).write_text(json.dumps(results, indent=1))
     plot_ensemble_results(results, out / PLOT_PNG)
