@@ -7,8 +7,8 @@ its suffix, greedy (``temperature`` 0), ``max_tokens``, and the task's FIM stop 
 ``stop``. The servers run one after the other, never at the same time, each in its own process:
 
 * llama.cpp: ``python -m llama_cpp.server`` from `.ci/llamacpp-env` (llama-cpp-python built from
-  its sdist) on the model's GGUF file, with llama.cpp's own quantised kernels and its own FIM
-  prompt (the GGUF's FIM tokens);
+  its sdist) on the model's GGUF file, with llama.cpp's own quantised kernels; the FIM prompt is
+  token-level, so a prefix that ends inside a token is tokenized as it stands (`request_body`);
 * bytecover: ``bytecover serve`` on the same GGUF, dequantised to float32 (exact byte-level FIM:
   the prefix may end inside a token).
 
@@ -43,12 +43,15 @@ from bytecover.evaluation.humaneval import Task
 from bytecover.evaluation.infilling import infilling_tasks
 from bytecover.evaluation.metrics import paired_comparison
 from bytecover.evaluation.provenance import provenance
+from bytecover.fim_templates import TEMPLATES
 from bytecover.install import gguf_file
 from bytecover.registry import get_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "benches" / "results" / "server-peer"
 SERVERS = ("llama.cpp", "bytecover")
+FIM_TEMPLATE = "qwen2.5-coder"
+"""Sentinels of the model the comparison is run with (the one code model in the registry)."""
 
 
 def free_port() -> int:
@@ -94,9 +97,17 @@ def running(name: str, model: str, gguf: Path, threads: int, log: Path) -> Itera
             proc.kill()
 
 
-def request_body(task: Task, model: str, max_tokens: int) -> dict[str, Any]:
-    return {"model": model, "prompt": task.prefix, "suffix": task.suffix, "max_tokens": max_tokens, "temperature": 0,
-            "stop": list(task.stop)}
+def request_body(server: str, task: Task, model: str, max_tokens: int) -> dict[str, Any]:
+    """The request for one task. bytecover: ``prompt`` + ``suffix``. llama.cpp: the FIM prompt
+    written out with the model's sentinels (`TEMPLATES`, which llama.cpp parses as control
+    tokens), because llama-cpp-python 0.3.36's own ``suffix`` path puts token 0 (``!``) where
+    the sentinels go with this GGUF (its log names the right FIM tokens, and the middles came
+    back as ``retu!print(...)``); the written-out prompt is what it would build if it worked."""
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0, "stop": list(task.stop)}
+    if server == "llama.cpp":
+        t = TEMPLATES[FIM_TEMPLATE]
+        return {**body, "prompt": f"{t.prefix}{task.prefix}{t.suffix}{task.suffix}{t.middle}"}
+    return {**body, "prompt": task.prefix, "suffix": task.suffix}
 
 
 def complete(url: str, body: dict[str, Any]) -> tuple[str, int, float]:
@@ -116,16 +127,16 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 def measure(name: str, url: str, tasks: list[Task], model: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    complete(url, request_body(tasks[0], model, 4))  # warm-up: first-request set-up is not latency
+    complete(url, request_body(name, tasks[0], model, 4))  # warm-up: first-request set-up is not latency
     lat: list[float] = []
     toks: list[int] = []
     for t in tasks[: args.latency_tasks]:
-        _, n, dt = complete(url, request_body(t, model, args.max_tokens))
+        _, n, dt = complete(url, request_body(name, t, model, args.max_tokens))
         lat.append(dt)
         toks.append(n)
 
     def method(t: Task) -> str:
-        return complete(url, request_body(t, model, args.max_tokens))[0]
+        return complete(url, request_body(name, t, model, args.max_tokens))[0]
 
     t0 = time.perf_counter()
     res = run_eval(tasks, {name: method}, out / name, model_name=model, batch=args.clients, resume=not args.fresh,
