@@ -154,3 +154,25 @@ def test_ray_matches_single_process(cluster, tmp_path):
         _same_outcome(a[key], b[key])
     info = json.loads((spread / "results.json").read_text())["config"]["extra"]["ray"]
     assert len({w["node"] + str(w["pid"]) for w in info["workers"]}) == 2
+
+
+@pytest.mark.model
+def test_eval_ensemble_rows_on_ray_match_one_process(cluster, tmp_path):
+    """`bytecover eval ensemble --ray`: the members' rows computed on two workers give the same
+    bits per byte as one process, and a rerun finds every row in the cache and sends nothing."""
+    from bytecover.evaluation.ensemble_eval import main_ensemble
+
+    args = ["--models", "smollm2-135m", "gemma3-270m", "--n-chunks", "2", "--chunk-bytes", "24", "--sweep", "0", "--seed", "3"]
+    assert main_ensemble([*args, "--out", str(tmp_path / "one")]) == 0
+    assert main_ensemble([*args, "--out", str(tmp_path / "ray"), "--ray", cluster]) == 0
+    one = json.loads((tmp_path / "one" / "ensemble_results.json").read_text())
+    on_ray = json.loads((tmp_path / "ray" / "ensemble_results.json").read_text())
+    assert on_ray["n_chunks_done"] == one["n_chunks_done"] == 2
+    assert on_ray["config"]["ray"]["items"] == 4 and len(on_ray["config"]["ray"]["workers"]) == 2
+    assert on_ray["summary"].keys() == one["summary"].keys()
+    for system, s in one["summary"].items():  # one torch thread per worker: float32 sums may round differently
+        assert on_ray["summary"][system]["per_chunk"] == pytest.approx(s["per_chunk"], rel=1e-6), system
+    assert main_ensemble([*args, "--out", str(tmp_path / "ray"), "--ray", cluster]) == 0
+    again = json.loads((tmp_path / "ray" / "ensemble_results.json").read_text())
+    assert again["config"]["ray"]["items"] == 0 and again["cache_hits"] == 4
+    assert again["summary"] == on_ray["summary"]

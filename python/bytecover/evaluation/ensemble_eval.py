@@ -19,6 +19,11 @@ Output (``--out DIR``): ``ensemble_results.json`` (config, chunks, per-chunk and
 byte, paired comparisons with the best member, weight sweep) and ``ensemble_results.png``.
 Per-model rows are cached under ``DIR/cache`` so a rerun resumes; ``--time-budget-s`` stops
 starting new chunks after that long and reports the chunks finished.
+
+``--ray ADDRESS`` computes the missing (model, chunk) rows on Ray workers first (each worker loads
+the members it is asked for; `ray_shards.map_sharded`), writing each into the cache as it comes
+back; the driver loads no model and then summarises exactly as a single process does from the
+cache, so the results are the same (`tests/test_ray_shards.py`).
 """
 
 from __future__ import annotations
@@ -35,17 +40,21 @@ import re
 import sys
 import sysconfig
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .provenance import model_variant, provenance
+from .ray_shards import map_sharded
 
 __all__ = ["Chunk", "sample_chunks", "member_rows", "evaluate", "plot_ensemble_results", "main_ensemble"]
 
+REFUSED_SUFFIX = ".refused"
+"""Cache file beside a (model, chunk) row file that says why the model refused the chunk."""
 RESULTS_JSON = "ensemble_results.json"
 PLOT_PNG = "ensemble_results.png"
 LICENSES_DIR = "/usr/share/common-licenses"
@@ -143,6 +152,35 @@ def sample_chunks(n: int, n_bytes: int = 256, seed: int = 0, *, flatten_whitespa
     return chunks
 
 
+def rows_by_name(devices: dict[str, str]) -> Callable[[tuple[str, str]], np.ndarray | str]:
+    """``f((model name, chunk text))`` -> that member's rows along the text, or the reason the
+    model refuses the text; each model is loaded on first use. Built on each Ray worker."""
+    from ..byte_lm import ByteLM
+
+    loaded: dict[str, Any] = {}
+
+    def rows(item: tuple[str, str]) -> np.ndarray | str:
+        name, text = item
+        if name not in loaded:
+            loaded[name] = ByteLM.from_pretrained(name, device=devices[name])
+        try:
+            return member_rows(loaded[name], text.encode("utf-8"))
+        except ValueError as err:  # the model refuses the text (e.g. special-token text)
+            return str(err)
+
+    return rows
+
+
+class _NotLoaded:
+    """Where a model would be, on a driver that left the rows to Ray workers."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        raise RuntimeError(f"{self.name} is not loaded in this process (--ray computes its rows on the workers)")
+
+
 def member_rows(lm: Any, data: bytes) -> np.ndarray:
     """(len(data), 257) next-byte log-distributions of `lm` along `data`, stepping one state byte
     by byte (one batched, KV-cached model call per byte; faster here than the prefetching scoring
@@ -231,13 +269,22 @@ def evaluate(
         rows: dict[str, np.ndarray] = {}
         for name in names:
             path = cache_dir / f"{name}-{chunk.sha}.npy" if cache_dir is not None else None
+            refused = path.with_suffix(REFUSED_SUFFIX) if path is not None else None
             t0 = time.perf_counter()
             try:
                 if path is not None and path.exists():
                     rows[name] = np.load(path)
                     cache_hits += 1
+                elif refused is not None and refused.exists():
+                    cache_hits += 1
+                    raise ValueError(refused.read_text(encoding="utf-8"))
                 else:
-                    rows[name] = member_rows(models[name], chunk.data)
+                    try:
+                        rows[name] = member_rows(models[name], chunk.data)
+                    except ValueError as err:
+                        if refused is not None:
+                            refused.write_text(str(err), encoding="utf-8")
+                        raise
                     if path is not None:
                         np.save(path, rows[name])
             except ValueError as err:  # the model refuses the text (e.g. special-token text)
@@ -379,6 +426,29 @@ def _table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rows_on_ray(chunks: Sequence[Chunk], devices: dict[str, str], cache: Path, *, address: str, workers: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Compute every (model, chunk) row file missing from `cache` on Ray workers (`map_sharded`),
+    writing each as it arrives (a refusal as its `.refused` note), so `evaluate` then finds them
+    all. Returns the Ray facts for the results' config."""
+    wanted: list[tuple[str, str]] = []
+    for chunk in chunks:
+        for name in devices:
+            path = cache / f"{name}-{chunk.sha}.npy"
+            if not path.exists() and not path.with_suffix(REFUSED_SUFFIX).exists():
+                wanted.append((name, chunk.text))
+
+    def keep(item: tuple[str, str], value: np.ndarray | str) -> None:
+        name, text = item
+        path = cache / f"{name}-{Chunk('', '', 0, text).sha}.npy"
+        if isinstance(value, str):
+            path.with_suffix(REFUSED_SUFFIX).write_text(value, encoding="utf-8")
+        else:
+            np.save(path, value)
+
+    return map_sharded(wanted, partial(rows_by_name, devices), keep, address=address, workers=workers, progress=progress,
+                       desc="member rows on Ray workers")
+
+
 def main_ensemble(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (``bytecover eval ensemble ...``)."""
     ap = argparse.ArgumentParser(prog="bytecover eval ensemble", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -400,7 +470,12 @@ def main_ensemble(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--he-tolerance", type=float, default=0.0, help="bounded-error tolerance of the single members for --humaneval (0: exact)")
     ap.add_argument("--he-max-bytes", type=int, default=160, help="generation budget per task for --humaneval")
     ap.add_argument("--skip-bpb", action="store_true", help="only the HumanEval part")
+    ap.add_argument("--ray", metavar="ADDRESS", default=None,
+                    help="compute the members' rows on a Ray cluster (\"auto\", host:port); each worker loads the models it needs")
+    ap.add_argument("--ray-workers", type=int, default=None, help="Ray workers (default: one per CPU of the cluster)")
     args = ap.parse_args(argv)
+    if args.ray and (args.humaneval or args.verify_chunks):
+        ap.error("--humaneval and --verify-chunks run the models in this process; run them without --ray")
     if args.weights is not None and len(args.weights) != len(args.models):
         ap.error(f"{len(args.weights)} weights for {len(args.models)} models")
     devices = args.devices or ["cpu"] * len(args.models)
@@ -418,13 +493,19 @@ def main_ensemble(argv: Sequence[str] | None = None) -> int:
 
     chunks = sample_chunks(args.n_chunks, args.chunk_bytes, args.seed, flatten_whitespace=args.flatten_whitespace)
     t0 = time.perf_counter()
-    lms = {name: ByteLM.from_pretrained(name, device=dev) for name, dev in zip(args.models, devices)}
+    lms: dict[str, Any]
+    ray_info: dict[str, Any] | None = None
+    if args.ray:
+        lms = {name: _NotLoaded(name) for name in args.models}
+        ray_info = rows_on_ray(chunks, dict(zip(args.models, devices)), cache, address=args.ray, workers=args.ray_workers)
+    else:
+        lms = {name: ByteLM.from_pretrained(name, device=dev) for name, dev in zip(args.models, devices)}
     load_s = time.perf_counter() - t0
     command = "bytecover eval ensemble " + " ".join(sys.argv[1:] if argv is None else list(argv))
     # Taken before the run: the commit and sources that computed the rows (a checkout changed
     # while a long run goes on must not be credited with it). Rows resumed from `cache/` were
     # computed by whichever run wrote them; `cache_hits` in the results says how many.
-    started = {"provenance": provenance(command), "models": {name: model_variant(name) for name in args.models}}
+    started = {"provenance": provenance(command), "model_variants": {name: model_variant(name) for name in args.models}}
     if args.humaneval:
         from .ensemble_humaneval import run_humaneval
 
@@ -447,6 +528,7 @@ def main_ensemble(argv: Sequence[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
         **started,
+        "ray": ray_info,
     }
     (out / RESULTS_JSON).write_text(json.dumps(results, indent=1))
     plot_ensemble_results(results, out / PLOT_PNG)

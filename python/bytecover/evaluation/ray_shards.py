@@ -36,7 +36,7 @@ from .humaneval import Task
 from .provenance import provenance
 from .sandbox import DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_S
 
-__all__ = ["CHUNK_TASKS", "run_sharded", "done_keys"]
+__all__ = ["CHUNK_TASKS", "run_sharded", "done_keys", "map_sharded"]
 
 CHUNK_TASKS = 2
 """Tasks per request to a worker: small, so the work stays balanced and little is lost when a
@@ -65,17 +65,21 @@ def done_keys(out_dir: Path, tasks: Sequence[Task], method_names: Sequence[str])
             if r.get("method") in method_names and fps.get(str(r.get("task_id"))) == r.get("fingerprint")}
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        # Set before the model loads: two workers on two cores each with one thread beat two
+        # workers each spinning two threads on the same cores.
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 class _Worker:
     """One model per actor; `run` scores a chunk of tasks with the single-process harness."""
 
     def __init__(self, make_methods: Callable[[], Mapping[str, Method]], threads: int | None) -> None:
-        if threads:
-            # Set before the model loads: two workers on two cores each with one thread beat two
-            # workers each spinning two threads on the same cores.
-            os.environ["OMP_NUM_THREADS"] = str(threads)
-            import torch
-
-            torch.set_num_threads(threads)
+        _set_threads(threads)
         self.threads = threads
         self.methods = dict(make_methods())
 
@@ -222,3 +226,80 @@ def _scatter(ray: Any, todo: list[Task], done: set[tuple[str, str]], names: list
             for a in actors:
                 ray.kill(a)
     return {"workers": infos, "wall_s": round(time.perf_counter() - t0, 3)}
+
+
+class _MapWorker:
+    """An actor holding the function `make_fn()` built once (models loaded once per worker)."""
+
+    def __init__(self, make_fn: Callable[[], Callable[[Any], Any]], threads: int | None) -> None:
+        _set_threads(threads)
+        self.threads = threads
+        self.fn = make_fn()
+
+    def info(self) -> dict[str, Any]:
+        import platform
+
+        return {"node": platform.node(), "pid": os.getpid(), "threads": self.threads}
+
+    def apply(self, item: Any) -> Any:
+        return self.fn(item)
+
+
+def map_sharded(items: Sequence[Any], make_fn: Callable[[], Callable[[Any], Any]], on_result: Callable[[Any, Any], None], *,
+                address: str, workers: int | None = None, threads_per_worker: int | None = 1, cpus_per_worker: float = 1.0,
+                gpus_per_worker: float = 0.0, progress: bool = True, desc: str = "on Ray workers") -> dict[str, Any]:
+    """Apply ``make_fn()`` (built once on each Ray actor: it may load models) to every item, one
+    item per request so the work stays balanced; ``on_result(item, value)`` runs on the driver as
+    each value comes back (completion order), so the caller can persist it at once and a stopped
+    run loses only what was in flight. `make_fn` must be picklable by cloudpickle (a module-level
+    function or a `functools.partial` of one). Returns the run's Ray facts (workers, wall time)."""
+    import ray as ray_module
+
+    ray: Any = ray_module  # untyped use, as in `_scatter`
+
+    if not items:
+        return {"address": address, "items": 0}
+    owns = not ray.is_initialized()
+    if owns:
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        if workers is None:
+            res = ray.cluster_resources()
+            workers = int(res.get("GPU", 0) // gpus_per_worker) if gpus_per_worker > 0 else int(res.get("CPU", 1) // cpus_per_worker)
+        workers = max(1, min(int(workers), len(items)))
+        actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)(_MapWorker)
+        actors = [actor_cls.remote(make_fn, threads_per_worker) for _ in range(workers)]
+        infos = ray.get([a.info.remote() for a in actors])
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(items), desc=f"{desc} ({workers})", unit="item", dynamic_ncols=True, file=sys.stderr)
+        t0 = time.perf_counter()
+        queue = list(reversed(items))
+        running: dict[Any, tuple[Any, Any]] = {}
+
+        def submit(actor: Any) -> None:
+            if queue:
+                item = queue.pop()
+                running[actor.apply.remote(item)] = (actor, item)
+
+        try:
+            for a in actors:
+                submit(a)
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1)
+                actor, item = running.pop(ready[0])
+                on_result(item, ray.get(ready[0]))
+                if bar is not None:
+                    bar.update(1)
+                submit(actor)
+        finally:
+            if bar is not None:
+                bar.close()
+            for a in actors:
+                ray.kill(a)
+        return {"address": address, "items": len(items), "workers": infos, "wall_s": round(time.perf_counter() - t0, 3)}
+    finally:
+        if owns:
+            ray.shutdown()
