@@ -14,6 +14,9 @@ plot, provenance) a single process would.
 Rows keep the worker's own generation and execution times; their ``run_started`` names the
 Ray run, whose ``runs.jsonl`` entry lists the workers (node, pid, threads).
 
+`map_sharded` is the one actor loop: it also serves `bytecover eval ensemble --ray` (one
+(member, chunk) pair of rows per request).
+
 `ray` is an optional dependency (``pip install bytecover[ray]``); it is imported only here.
 """
 
@@ -28,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial as partial_fn
 from pathlib import Path
 from typing import Any
 
@@ -75,26 +79,21 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-class _Worker:
-    """One model per actor; `run` scores a chunk of tasks with the single-process harness."""
+def _chunk_runner(make_methods: Callable[[], Mapping[str, Method]], timeout_s: float, memory_bytes: int | None,
+                  exec_workers: int) -> Callable[[tuple[list[Task], list[str]]], list[dict[str, Any]]]:
+    """Built on each worker (`map_sharded`): loads the methods' model once, then scores chunks of
+    tasks with the single-process harness and returns their rows."""
+    methods = dict(make_methods())
 
-    def __init__(self, make_methods: Callable[[], Mapping[str, Method]], threads: int | None) -> None:
-        _set_threads(threads)
-        self.threads = threads
-        self.methods = dict(make_methods())
-
-    def info(self) -> dict[str, Any]:
-        import platform
-
-        return {"node": platform.node(), "pid": os.getpid(), "threads": self.threads}
-
-    def run(self, tasks: list[Task], names: list[str], timeout_s: float, memory_bytes: int | None,
-            exec_workers: int) -> list[dict[str, Any]]:
+    def run(chunk: tuple[list[Task], list[str]]) -> list[dict[str, Any]]:
+        tasks, names = chunk
         with tempfile.TemporaryDirectory(prefix="bytecover-shard-") as tmp:
-            results = run_eval(tasks, {m: self.methods[m] for m in names}, tmp, resume=False, progress=False,
+            results = run_eval(tasks, {m: methods[m] for m in names}, tmp, resume=False, progress=False,
                                plot=False, timeout_s=timeout_s, memory_bytes=memory_bytes,
                                exec_workers=exec_workers, command_line="ray shard")
         return list(results["rows"])
+
+    return run
 
 
 def _lost(name: str) -> Method:
@@ -132,8 +131,6 @@ def run_sharded(
     `workers` defaults to the cluster's CPUs divided by `cpus_per_worker` (or its GPUs divided by
     `gpus_per_worker`). `address` is what ``ray.init`` takes (``"auto"``, ``"127.0.0.1:6379"``,
     ``"ray://host:10001"``)."""
-    import ray
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(method_names)
@@ -148,17 +145,24 @@ def run_sharded(
     ray_info: dict[str, Any] = {"address": address, "tasks_sent": len(todo), "chunk_tasks": CHUNK_TASKS,
                                 "rows_sent": sum(1 for t in todo for m in names if (t.task_id, m) not in done)}
     if todo:
-        owns = not ray.is_initialized()
-        if owns:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-        try:
-            ray_info.update(_scatter(ray, todo, done, names, make_methods, out, started, workers=workers,
-                                     threads=threads_per_worker, cpus=cpus_per_worker, gpus=gpus_per_worker,
-                                     timeout_s=timeout_s, memory_bytes=memory_bytes, exec_workers=exec_workers,
-                                     progress=progress))
-        finally:
-            if owns:
-                ray.shutdown()
+        chunks: list[tuple[list[Task], list[str]]] = []
+        for i in range(0, len(todo), CHUNK_TASKS):
+            part = todo[i : i + CHUNK_TASKS]
+            chunks.append((part, [m for m in names if any((t.task_id, m) not in done for t in part)]))
+        with open(out / PARTIAL_JSONL, "a", encoding="utf-8") as partial:
+
+            def keep(chunk: tuple[list[Task], list[str]], rows: list[dict[str, Any]]) -> None:
+                for row in rows:
+                    if (row["task_id"], row["method"]) not in done:
+                        row["run_started"] = started
+                        partial.write(json.dumps(row, ensure_ascii=False) + "\n")
+                partial.flush()
+
+            facts = map_sharded(chunks, partial_fn(_chunk_runner, make_methods, timeout_s, memory_bytes, exec_workers), keep,
+                                address=address, workers=workers, threads_per_worker=threads_per_worker,
+                                cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, progress=progress,
+                                desc=f"eval, {CHUNK_TASKS} tasks a request, on Ray workers")
+        ray_info.update(workers=facts["workers"], wall_s=facts["wall_s"])
         with open(out / RUNS_JSONL, "a", encoding="utf-8") as f:  # the run the Ray rows name
             entry = {"started_at": started, **provenance(command_line, model_name), "ray": ray_info}
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
@@ -167,65 +171,6 @@ def run_sharded(
     return run_eval(tasks, {m: _lost(m) for m in names}, out, seed=seed, model_name=model_name,
                     config={**(config or {}), "ray": ray_info}, command_line=command_line,
                     timeout_s=timeout_s, resume=True, progress=False)
-
-
-def _scatter(ray: Any, todo: list[Task], done: set[tuple[str, str]], names: list[str],
-             make_methods: Callable[[], Mapping[str, Method]], out: Path, started: str, *,
-             workers: int | None, threads: int | None, cpus: float, gpus: float, timeout_s: float,
-             memory_bytes: int | None, exec_workers: int, progress: bool) -> dict[str, Any]:
-    """Run `todo` on the actors, appending rows to the partial file as chunks come back."""
-    if workers is None:
-        res = ray.cluster_resources()
-        workers = int(res.get("GPU", 0) // gpus) if gpus > 0 else int(res.get("CPU", 1) // cpus)
-    workers = max(1, min(int(workers), len(todo)))
-    actor_cls = ray.remote(num_cpus=cpus, num_gpus=gpus)(_Worker)
-    actors = [actor_cls.remote(make_methods, threads) for _ in range(workers)]
-    infos = ray.get([a.info.remote() for a in actors])
-
-    chunks: list[tuple[list[Task], list[str]]] = []
-    for i in range(0, len(todo), CHUNK_TASKS):
-        part = todo[i : i + CHUNK_TASKS]
-        wanted = [m for m in names if any((t.task_id, m) not in done for t in part)]
-        chunks.append((part, wanted))
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"eval on {workers} Ray workers", unit="task", dynamic_ncols=True, file=sys.stderr)
-    t0 = time.perf_counter()
-    queue = list(reversed(chunks))
-    running: dict[Any, tuple[Any, list[Task]]] = {}
-
-    def submit(actor: Any) -> None:
-        if queue:
-            part, wanted = queue.pop()
-            ref = actor.run.remote(part, wanted, timeout_s, memory_bytes, exec_workers)
-            running[ref] = (actor, part)
-
-    for a in actors:
-        submit(a)
-    with open(out / PARTIAL_JSONL, "a", encoding="utf-8") as partial:
-        try:
-            while running:
-                ready, _ = ray.wait(list(running), num_returns=1)
-                actor, part = running.pop(ready[0])
-                rows = ray.get(ready[0])
-                for row in rows:
-                    if (row["task_id"], row["method"]) in done:
-                        continue
-                    row["run_started"] = started
-                    partial.write(json.dumps(row, ensure_ascii=False) + "\n")
-                partial.flush()
-                if bar is not None:
-                    bar.update(len(part))
-                submit(actor)
-        finally:
-            if bar is not None:
-                bar.close()
-            for a in actors:
-                ray.kill(a)
-    return {"workers": infos, "wall_s": round(time.perf_counter() - t0, 3)}
 
 
 class _MapWorker:
@@ -255,7 +200,7 @@ def map_sharded(items: Sequence[Any], make_fn: Callable[[], Callable[[Any], Any]
     function or a `functools.partial` of one). Returns the run's Ray facts (workers, wall time)."""
     import ray as ray_module
 
-    ray: Any = ray_module  # untyped use, as in `_scatter`
+    ray: Any = ray_module  # untyped: ray's stubs do not know actor classes made at run time
 
     if not items:
         return {"address": address, "items": 0}
