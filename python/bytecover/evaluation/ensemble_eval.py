@@ -152,19 +152,24 @@ def sample_chunks(n: int, n_bytes: int = 256, seed: int = 0, *, flatten_whitespa
     return chunks
 
 
-def rows_by_name(devices: dict[str, str]) -> Callable[[tuple[str, str]], np.ndarray | str]:
-    """``f((model name, chunk text))`` -> that member's rows along the text, or the reason the
-    model refuses the text; each model is loaded on first use. Built on each Ray worker."""
+def row_path(cache_dir: Path, name: str, chunk: Chunk) -> Path:
+    """Where model `name`'s rows along `chunk` are cached (a refusal: beside it, `REFUSED_SUFFIX`)."""
+    return cache_dir / f"{name}-{chunk.sha}.npy"
+
+
+def rows_by_name(devices: dict[str, str]) -> Callable[[tuple[str, Chunk]], np.ndarray | str]:
+    """``f((model name, chunk))`` -> that member's rows along the chunk, or the reason the model
+    refuses the text; each model is loaded on first use. Built on each Ray worker."""
     from ..byte_lm import ByteLM
 
     loaded: dict[str, Any] = {}
 
-    def rows(item: tuple[str, str]) -> np.ndarray | str:
-        name, text = item
+    def rows(item: tuple[str, Chunk]) -> np.ndarray | str:
+        name, chunk = item
         if name not in loaded:
             loaded[name] = ByteLM.from_pretrained(name, device=devices[name])
         try:
-            return member_rows(loaded[name], text.encode("utf-8"))
+            return member_rows(loaded[name], chunk.data)
         except ValueError as err:  # the model refuses the text (e.g. special-token text)
             return str(err)
 
@@ -268,7 +273,7 @@ def evaluate(
             break
         rows: dict[str, np.ndarray] = {}
         for name in names:
-            path = cache_dir / f"{name}-{chunk.sha}.npy" if cache_dir is not None else None
+            path = row_path(cache_dir, name, chunk) if cache_dir is not None else None
             refused = path.with_suffix(REFUSED_SUFFIX) if path is not None else None
             t0 = time.perf_counter()
             try:
@@ -430,16 +435,15 @@ def rows_on_ray(chunks: Sequence[Chunk], devices: dict[str, str], cache: Path, *
     """Compute every (model, chunk) row file missing from `cache` on Ray workers (`map_sharded`),
     writing each as it arrives (a refusal as its `.refused` note), so `evaluate` then finds them
     all. Returns the Ray facts for the results' config."""
-    wanted: list[tuple[str, str]] = []
+    wanted: list[tuple[str, Chunk]] = []
     for chunk in chunks:
         for name in devices:
-            path = cache / f"{name}-{chunk.sha}.npy"
+            path = row_path(cache, name, chunk)
             if not path.exists() and not path.with_suffix(REFUSED_SUFFIX).exists():
-                wanted.append((name, chunk.text))
+                wanted.append((name, chunk))
 
-    def keep(item: tuple[str, str], value: np.ndarray | str) -> None:
-        name, text = item
-        path = cache / f"{name}-{Chunk('', '', 0, text).sha}.npy"
+    def keep(item: tuple[str, Chunk], value: np.ndarray | str) -> None:
+        path = row_path(cache, *item)
         if isinstance(value, str):
             path.with_suffix(REFUSED_SUFFIX).write_text(value, encoding="utf-8")
         else:

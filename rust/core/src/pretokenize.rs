@@ -466,6 +466,13 @@ pub fn utf8_runs(text: &[u8]) -> Vec<(Range<usize>, bool)> {
     out
 }
 
+/// The first character of `bytes` if it is complete, valid UTF-8.
+pub(crate) fn first_char(bytes: &[u8]) -> Option<char> {
+    let lead = *bytes.first()?;
+    let len = if lead.is_ascii() { 1 } else { char_len(lead)? };
+    std::str::from_utf8(bytes.get(..len)?).ok()?.chars().next()
+}
+
 /// Length of the UTF-8 character a lead byte starts (`None` for a byte that starts none).
 pub(crate) fn char_len(lead: u8) -> Option<usize> {
     match lead {

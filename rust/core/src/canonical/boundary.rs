@@ -34,7 +34,7 @@
 
 use super::Canonicalizer;
 use crate::added::Segment;
-use crate::pretokenize::Next;
+use crate::pretokenize::{first_char, Next};
 use crate::primitives::TokenId;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -48,13 +48,6 @@ pub struct InnerCut {
     /// Whether the pieces before the cut encode to those tokens (if not, no extension of the
     /// node is valid).
     pub context_ok: bool,
-}
-
-/// The first character of `bytes` when it is complete, valid UTF-8.
-fn first_char(bytes: &[u8]) -> Option<char> {
-    let lead = *bytes.first()?;
-    let len = if lead.is_ascii() { 1 } else { crate::pretokenize::char_len(lead)? };
-    std::str::from_utf8(bytes.get(..len)?).ok()?.chars().next()
 }
 
 const UNKNOWN: u8 = 0;

@@ -4,7 +4,7 @@
 //! lookup per token.
 
 use crate::canonical::Canonicalizer;
-use crate::pretokenize::{char_len, Next};
+use crate::pretokenize::{first_char, Next};
 use crate::primitives::TokenId;
 use rustc_hash::FxHashMap;
 
@@ -53,11 +53,4 @@ fn starts_non_space(bytes: &[u8]) -> bool {
         Some(c) => !c.is_whitespace(),
         None => matches!(bytes[0], 0xC3..=0xDF | 0xE0 | 0xE4..=0xEF | 0xF0..=0xF4),
     }
-}
-
-/// The first character of `bytes` if it is complete, valid UTF-8.
-fn first_char(bytes: &[u8]) -> Option<char> {
-    let lead = *bytes.first()?;
-    let len = if lead.is_ascii() { 1 } else { char_len(lead)? };
-    std::str::from_utf8(bytes.get(..len)?).ok()?.chars().next()
 }
