@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bytecover import ByteLM, models
+from bytecover.backends.fast_linear import BANDS
 
 OUT_DIR = Path(__file__).resolve().parent / "results" / "forward"
 PROMPT = b"Once upon a time there was a little girl named Emma who lived in a small village. She"
@@ -48,7 +49,7 @@ def run(model_name: str, counts: list[int], repeats: int) -> dict[str, Any]:
     tl.fast_linears = fast
     median = {v: {k: 1000 * float(np.median(ts)) for k, ts in per.items()} for v, per in times.items()}
     return {"model": model_name, "prompt_tokens": len(base), "repeats": repeats,
-            "calibration": {"one_row": bool(fast and fast.one_row), "few_rows": bool(fast and fast.few_rows)},
+            "calibration": {f"rows<={upto}": bool(fast and fast.wins[upto]) for upto, _ in BANDS},
             "median_ms": median}
 
 

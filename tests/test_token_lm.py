@@ -307,19 +307,21 @@ def test_fast_linears_give_the_same_rows_and_leave_the_model_as_it_was(llama):
     lm = HFTokenLM(llama, bos_ids=[BOS], vocab_size=50)
     assert lm.fast_linears is not None and len(lm.fast_linears.modules) == 2 * 7 + 1  # q k v o gate up down per layer + head
     fl = lm.fast_linears
-    fl.one_row = fl.few_rows = True
+    fl.force(True)
     swapped: list[int] = []
     project = fl._project
     fl._project = lambda x, w, b: swapped.append(x.shape[-2]) or project(x, w, b)  # type: ignore[method-assign]
     trunk = [3, 4, 5, 6, 7, 8]
-    for extra in ([[]], [[9]], [[9], [10], [11, 12]], [[t] for t in range(20)]):  # 1, 1, 3 and 20 rows (torch's path)
+    many = [[a, b] for a in range(9, 17) for b in range(20, 28)]  # 64 prefixes, 72 new tokens: torch's path
+    for extra in ([[]], [[9]], [[9], [10], [11, 12]], [[t] for t in range(20)], many):  # 1, 1, 3, 20 and 72 rows
         prefixes = [trunk + e for e in extra]
         np.testing.assert_allclose(lm.logprobs(prefixes), reference_rows(llama, prefixes), atol=1e-5)
         trunk.append(13)
-    assert 1 in swapped and 3 in swapped  # the one-row and the few-row paths both ran
+    assert {1, 3, 20, 72} <= set(swapped)  # each band ran, and the prefill size too
+    assert [fl.swaps(n) for n in (1, 3, 8, 20, 48, 49, 72)] == [True] * 5 + [False] * 2
     assert not any("forward" in vars(m) for m in llama.modules())
     off = FastLinears(llama)
-    off.one_row = off.few_rows = False
+    off.force(False)
     with off.active():
         assert not any("forward" in vars(m) for m in llama.modules())
     half = tiny_llama().to(torch.bfloat16)

@@ -6,13 +6,21 @@ while ``torch.mm(W, x.T)`` is fast (one row is fed twice: MKL's matrix-vector pa
 one here). Whole SmolLM2-135M forwards on a cached prompt, 1 / 2 / 4 / 8 tokens: 55 / 87 / 80 /
 76 ms with torch's path, 30 / 30 / 39 / 61 ms with this one (benches/bench_forward.py).
 
-Because that depends on the CPU and the BLAS build, `FastLinears` measures it once, with whole
-forwards of the model itself (1 and 4 tokens), and uses ``W @ x.T`` only for the cases (one row;
-two to `MAX_ROWS` rows) where it won by 10% or more. `active()` swaps the ``forward`` of the model's float32
-``nn.Linear`` modules for the duration of one of our forwards and restores them afterwards: the
-model object the caller holds, and ``model.generate``, are left as they were. GPUs, other dtypes
-and modules wrapped by hooks are not touched. Results equal ``linear``'s up to float32 summation
-order (as between torch's own matrix-vector and matrix-matrix paths).
+The advantage holds well past a few rows. Whole Qwen2.5-Coder-0.5B forwards without a cache,
+2026-12-02 (`W @ x.T` vs torch's path, best of 3): 4 tokens 326 vs 945 ms, 16 tokens 572 vs
+1011 ms, 64 tokens 1170 vs 1725 ms; from 256 tokens on torch's path is faster (3.9 vs 4.2 s) and
+so is ``x @ W.T`` with a pre-transposed copy of ``W`` (tried: no better than torch's path below 256
+rows, and it doubles the weights' memory). The cap used to be 8 rows, so a batch-16 step (16 to
+48 new tokens) took the slow path: SmolLM2 batched greedy spent half of its forward time in it.
+
+Because all this depends on the CPU and the BLAS build, `FastLinears` measures it once, with
+whole forwards of the model itself, one probe per band of row counts (`BANDS`), and uses
+``W @ x.T`` only in the bands where it won by 10% or more. `active()` swaps the ``forward`` of
+the model's float32 ``nn.Linear`` modules for the duration of one of our forwards and restores
+them afterwards: the model object the caller holds, and ``model.generate``, are left as they
+were. GPUs, other dtypes and modules wrapped by hooks are not touched. Results equal
+``linear``'s up to float32 summation order (as between torch's own matrix-vector and
+matrix-matrix paths).
 """
 
 from __future__ import annotations
@@ -22,15 +30,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-MAX_ROWS = 8
-"""Above this many rows (a prompt's prefill) torch's own path is used."""
+BANDS: tuple[tuple[int, int], ...] = ((1, 1), (8, 4), (48, 48))
+"""(largest row count of the band, rows its probe forward feeds): one row, two to 8 rows, 9 to
+48 rows (a batch-16 step with up to three new tokens per sequence). Above the last band (a
+prompt's prefill) torch's own path is used."""
 
 
 class FastLinears:
-    """The float32 CPU ``nn.Linear`` modules of one model, and whether ``W @ x.T`` pays for one
-    row (`one_row`) and for two to `MAX_ROWS` rows (`few_rows`). While `active()`, another
-    thread running the same model object also gets the swapped layers (same numbers up to
-    rounding)."""
+    """The float32 CPU ``nn.Linear`` modules of one model, and for each band of row counts
+    (`BANDS`) whether ``W @ x.T`` pays (`wins`, keyed by the band's largest row count). While
+    `active()`, another thread running the same model object also gets the swapped layers (same
+    numbers up to rounding)."""
 
     def __init__(self, model: Any) -> None:
         import torch
@@ -38,14 +48,22 @@ class FastLinears:
         self._torch = torch
         self.modules = [m for m in model.modules() if _swappable(torch, m)]
         self._projections = [(m, self._project_with(m)) for m in self.modules]
-        self.one_row = self.few_rows = False
+        self.wins: dict[int, bool] = {upto: False for upto, _ in BANDS}
         self.timings: dict[tuple[int, bool], float] = {}
         if self.modules:
             self._calibrate(model)
 
+    def force(self, on: bool) -> None:
+        """Take (or never take) ``W @ x.T`` in every band, whatever the timing chose."""
+        self.wins = {upto: on for upto, _ in BANDS}
+
+    def swaps(self, rows: int) -> bool:
+        """Whether a product with `rows` rows takes ``W @ x.T``."""
+        return next((self.wins[upto] for upto, _ in BANDS if rows <= upto), False)
+
     @property
     def enabled(self) -> bool:
-        return self.one_row or self.few_rows
+        return any(self.wins.values())
 
     def active(self) -> Any:
         """Context in which the swapped layers compute ``W @ x.T`` (a no-op when never faster)."""
@@ -71,7 +89,7 @@ class FastLinears:
         torch = self._torch
         flat = x.reshape(-1, x.shape[-1])
         n = flat.shape[0]
-        if not (self.one_row if n == 1 else self.few_rows and n <= MAX_ROWS):
+        if not self.swaps(n):
             return torch.nn.functional.linear(x, weight, bias)
         cols = torch.cat((flat, flat)) if n == 1 else flat  # a real copy: a stride-0 view is slower
         out = torch.mm(weight, cols.t()).t()[:n]
@@ -79,20 +97,20 @@ class FastLinears:
             out = out + bias
         return out.contiguous().reshape(*x.shape[:-1], weight.shape[0])
 
-    def _calibrate(self, model: Any, reps: int = 3) -> None:
-        """Time whole forwards of `model` (1 and 4 tokens, no cache) with and without the swap,
-        interleaved, best of `reps`, and keep ``W @ x.T`` where it was at least 10% faster.
-        Whole forwards, because a layer timed alone sits in the cache and misleads: alone,
-        SmolLM2's 1536 x 576 layer is faster with ``linear`` for one row; in the model it is
-        not."""
+    def _calibrate(self, model: Any, reps: int = 2) -> None:
+        """Time whole forwards of `model` (one per band, no cache) with and without the swap,
+        interleaved, best of `reps`, and keep ``W @ x.T`` in the bands where it was at least 10%
+        faster. Whole forwards, because a layer timed alone sits in the cache and misleads:
+        alone, SmolLM2's 1536 x 576 layer is faster with ``linear`` for one row; in the model it
+        is not. Cost at load: Qwen2.5-Coder-0.5B ~5 s, SmolLM2-135M ~1.5 s (2 cores)."""
         torch = self._torch
         device = self.modules[0].weight.device
         times: dict[tuple[int, bool], float] = {}
-        self.one_row = self.few_rows = True  # what _swapped() uses while timing
+        self.force(True)  # what _swapped() uses while timing
         try:
             with torch.inference_mode():
                 for _ in range(reps):
-                    for rows in (1, 4):
+                    for _, rows in BANDS:
                         ids = torch.zeros((1, rows), dtype=torch.long, device=device)
                         for swap in (False, True):
                             with self._swapped() if swap else nullcontext():
@@ -102,10 +120,9 @@ class FastLinears:
                             times[rows, swap] = min(dt, times.get((rows, swap), dt))
             self.timings = times
         except Exception:  # a model that cannot run this probe keeps torch's path
-            self.one_row = self.few_rows = False
+            self.force(False)
             return
-        self.one_row = times[1, True] < 0.9 * times[1, False]
-        self.few_rows = times[4, True] < 0.9 * times[4, False]
+        self.wins = {upto: times[rows, True] < 0.9 * times[rows, False] for upto, rows in BANDS}
 
 
 def _swappable(torch: Any, m: Any) -> bool:
