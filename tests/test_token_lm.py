@@ -320,6 +320,14 @@ def test_fast_linears_give_the_same_rows_and_leave_the_model_as_it_was(llama):
     assert {1, 3, 20, 72} <= set(swapped)  # each band ran, and the prefill size too
     assert [fl.swaps(n) for n in (1, 3, 8, 20, 48, 49, 72)] == [True] * 5 + [False] * 2
     assert not any("forward" in vars(m) for m in llama.modules())
+    # A second model of the same shapes reuses this process's verdicts: no probe forwards.
+    calibrate = FastLinears._calibrate
+    FastLinears._calibrate = lambda self, model: pytest.fail("calibrated twice")  # type: ignore[method-assign]
+    try:
+        again = FastLinears(llama)
+    finally:
+        FastLinears._calibrate = calibrate  # type: ignore[method-assign]
+    assert again.timings == lm.fast_linears.timings and again.wins is not fl.wins
     off = FastLinears(llama)
     off.force(False)
     with off.active():

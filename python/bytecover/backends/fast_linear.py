@@ -9,16 +9,18 @@ one here). Whole SmolLM2-135M forwards on a cached prompt, 1 / 2 / 4 / 8 tokens:
 The advantage holds well past a few rows. Whole Qwen2.5-Coder-0.5B forwards without a cache,
 2026-12-02 (`W @ x.T` vs torch's path, best of 3): 4 tokens 326 vs 945 ms, 16 tokens 572 vs
 1011 ms, 64 tokens 1170 vs 1725 ms; from 256 tokens on torch's path is faster (3.9 vs 4.2 s) and
-so is ``x @ W.T`` with a pre-transposed copy of ``W`` (tried: no better than torch's path below 256
+so is ``x @ Wt`` with a pre-transposed copy ``Wt`` of ``W`` (tried: no better than torch's path below 256
 rows, and it doubles the weights' memory). The cap used to be 8 rows, so a batch-16 step (16 to
-48 new tokens) took the slow path: SmolLM2 batched greedy spent half of its forward time in it.
+48 new tokens) took torch's path. Inside batched greedy decoding the gain measured smaller than in
+these bare forwards: ~15-25% per 20-30-token step for Qwen2.5-Coder, within the machine's noise
+for SmolLM2 (benches/results/batch/README.md).
 
 Because all this depends on the CPU and the BLAS build, `FastLinears` measures it once, with
-whole forwards of the model itself, one probe per band of row counts (`BANDS`), and uses
-``W @ x.T`` only in the bands where it won by 10% or more. `active()` swaps the ``forward`` of
-the model's float32 ``nn.Linear`` modules for the duration of one of our forwards and restores
-them afterwards: the model object the caller holds, and ``model.generate``, are left as they
-were. GPUs, other dtypes and modules wrapped by hooks are not touched. Results equal
+whole forwards of the model itself (once per process for each set of weight shapes), one probe
+per band of row counts (`BANDS`), and uses ``W @ x.T`` only in the bands where it won by 10% or
+more. `active()` swaps the ``forward`` of the model's float32 ``nn.Linear`` modules for the
+duration of one of our forwards and restores them afterwards: the model object the caller holds,
+and ``model.generate``, are left as they were. GPUs, other dtypes and modules wrapped by hooks are not touched. Results equal
 ``linear``'s up to float32 summation order (as between torch's own matrix-vector and
 matrix-matrix paths).
 """
@@ -36,6 +38,10 @@ BANDS: tuple[tuple[int, int], ...] = ((1, 1), (8, 4), (48, 48))
 prompt's prefill) torch's own path is used."""
 
 
+_MEASURED: dict[tuple[Any, ...], tuple[dict[int, bool], dict[tuple[int, bool], float]]] = {}
+"""Calibration verdicts and timings so far in this process, by (weight shapes, torch threads)."""
+
+
 class FastLinears:
     """The float32 CPU ``nn.Linear`` modules of one model, and for each band of row counts
     (`BANDS`) whether ``W @ x.T`` pays (`wins`, keyed by the band's largest row count). While
@@ -51,7 +57,15 @@ class FastLinears:
         self.wins: dict[int, bool] = {upto: False for upto, _ in BANDS}
         self.timings: dict[tuple[int, bool], float] = {}
         if self.modules:
-            self._calibrate(model)
+            # The verdicts depend on the products' shapes and the thread count, not the weights:
+            # a second model of the same shapes in this process (a test suite, a server reloading)
+            # reuses them instead of paying the probe forwards again.
+            key = (tuple(tuple(m.weight.shape) for m in self.modules), torch.get_num_threads())
+            if key not in _MEASURED:
+                self._calibrate(model)
+                _MEASURED[key] = (dict(self.wins), dict(self.timings))
+            wins, timings = _MEASURED[key]
+            self.wins, self.timings = dict(wins), dict(timings)
 
     def force(self, on: bool) -> None:
         """Take (or never take) ``W @ x.T`` in every band, whatever the timing chose."""
