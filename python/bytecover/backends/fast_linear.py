@@ -20,9 +20,9 @@ whole forwards of the model itself (once per process for each set of weight shap
 per band of row counts (`BANDS`), and uses ``W @ x.T`` only in the bands where it won by 10% or
 more. `active()` swaps the ``forward`` of the model's float32 ``nn.Linear`` modules for the
 duration of one of our forwards and restores them afterwards: the model object the caller holds,
-and ``model.generate``, are left as they were. GPUs, other dtypes and modules wrapped by hooks are not touched. Results equal
-``linear``'s up to float32 summation order (as between torch's own matrix-vector and
-matrix-matrix paths).
+and ``model.generate``, are left as they were. GPUs, other dtypes and modules wrapped by hooks are
+not touched. Results equal ``linear``'s up to float32 summation order (as between torch's own
+matrix-vector and matrix-matrix paths).
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ class FastLinears:
         interleaved, best of `reps`, and keep ``W @ x.T`` in the bands where it was at least 10%
         faster. Whole forwards, because a layer timed alone sits in the cache and misleads:
         alone, SmolLM2's 1536 x 576 layer is faster with ``linear`` for one row; in the model it
-        is not. Cost at load: Qwen2.5-Coder-0.5B ~5 s, SmolLM2-135M ~1.5 s (2 cores)."""
+        is not. Cost, once per process: ~2.5 s for SmolLM2-135M (its probe timings on 2 cores,
+2026-12-02), ~8 s for Qwen2.5-Coder-0.5B (from its forward times measured the same day)."""
         torch = self._torch
         device = self.modules[0].weight.device
         times: dict[tuple[int, bool], float] = {}
