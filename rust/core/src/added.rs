@@ -86,6 +86,18 @@ impl AddedText {
             })
             .unwrap_or(text.len())
     }
+
+    /// Whether some added content could match across the end of `text` when the next byte is
+    /// `next`: a suffix of `text` is a proper prefix of the content and the content goes on
+    /// with `next`. When not, the cut of `text` is final for every continuation starting with
+    /// `next`, and no match starts before its end and reaches past it.
+    pub fn can_cross(&self, text: &[u8], next: u8) -> bool {
+        let lo = text.len().saturating_sub(self.max_len);
+        (lo..text.len()).any(|p| {
+            let rest = &text[p..];
+            self.by_first[rest[0] as usize].iter().any(|(c, _)| c.len() > rest.len() && c.starts_with(rest) && c[rest.len()] == next)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -112,5 +124,10 @@ mod tests {
         assert_eq!(a.unstable_from(b"ab<t"), 2);
         assert_eq!(a.unstable_from(b"abc"), 3);
         assert_eq!(a.unstable_from(b""), 0);
+        // Only a next byte that continues a content crosses.
+        assert!(a.can_cross(b"ab\n", b'\n') && !a.can_cross(b"ab\n", b'a'));
+        assert!(a.can_cross(b"ab<t", b'r') && !a.can_cross(b"ab<t", b'd'));
+        // A match that starts at the next byte does not cross the end.
+        assert!(!a.can_cross(b"ab", b'<') && !a.can_cross(b"ab", b'a') && !a.can_cross(b"", b'\n'));
     }
 }

@@ -122,7 +122,7 @@ impl Bpe {
     }
 
     /// Initial units of a piece.
-    fn units(&self, piece: &[u8], out: &mut Vec<TokenId>) -> Result<()> {
+    pub(crate) fn units(&self, piece: &[u8], out: &mut Vec<TokenId>) -> Result<()> {
         if self.kind == VocabKind::ByteLevel {
             for &b in piece {
                 out.push(self.byte_units[b as usize].ok_or_else(|| Error::Unencodable(format!("byte {b:#04x}"), "the vocabulary has no token for it".into()))?);
@@ -168,6 +168,24 @@ impl Bpe {
             }
             _ => push_unk(out, what),
         }
+    }
+
+    /// The merge of `left` and `right`: its rank and the merged id.
+    pub(crate) fn merge_of(&self, left: TokenId, right: TokenId) -> Option<(u32, TokenId)> {
+        self.merges.get(&(left, right)).copied()
+    }
+
+    /// Every merge as (left, right).
+    pub(crate) fn merge_pairs(&self) -> impl Iterator<Item = (TokenId, TokenId)> + '_ {
+        self.merges.keys().copied()
+    }
+
+    pub(crate) fn unk_id(&self) -> Option<TokenId> {
+        self.unk
+    }
+
+    pub(crate) fn ignores_merges(&self) -> bool {
+        self.ignore_merges
     }
 
     /// Encode one piece, appending its tokens to `out`.

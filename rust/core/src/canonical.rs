@@ -16,8 +16,10 @@
 //!   boundary.
 
 mod boundary;
+mod pairs;
 
 pub use boundary::InnerCut;
+pub(crate) use pairs::{PairLeft, PairScreen};
 
 use crate::added::{AddedText, Segment};
 use crate::bpe::Bpe;
@@ -26,7 +28,7 @@ use crate::pretokenize::{completions, incomplete_tail, PreTokenizer};
 use crate::primitives::TokenId;
 use crate::vocab::Vocabulary;
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Continuations tried as witnesses of validity, most often successful first. Together they
 /// cover every character class the supported pre-tokenizer regexes tell apart (letters, digits,
@@ -44,6 +46,9 @@ pub struct Canonicalizer {
     /// Which tokens are valid from a piece start, filled in as asked (`boundary.rs`); clones
     /// share it (same vocabulary).
     first_valid: Arc<boundary::FirstTokenMemo>,
+    /// Every token's solo merge history, built on first use by the pair rule (`pairs.rs`);
+    /// clones share it.
+    histories: Arc<OnceLock<pairs::MergeHistories>>,
 }
 
 impl Canonicalizer {
@@ -54,7 +59,7 @@ impl Canonicalizer {
         let bpe = Bpe::from_json(&root, vocab.kind())?;
         let added = AddedText::new(vocab.added_text().iter().cloned());
         let first_valid = Arc::new(boundary::FirstTokenMemo::new(vocab.n_ids()));
-        Ok(Self { vocab, pre, bpe, added, first_valid })
+        Ok(Self { vocab, pre, bpe, added, first_valid, histories: Arc::new(OnceLock::new()) })
     }
 
     pub fn vocab(&self) -> &Arc<Vocabulary> {

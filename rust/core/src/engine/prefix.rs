@@ -32,7 +32,7 @@
 
 use super::shortcut::Shortcut;
 use super::{CoverEngine, EngineConfig, NodeId};
-use crate::canonical::Canonicalizer;
+use crate::canonical::{Canonicalizer, PairLeft};
 use crate::error::{Error, Result};
 use crate::primitives::{log_add, TokenId};
 use crate::trie::{LogRow, TokenTrie};
@@ -110,10 +110,43 @@ impl Job {
     }
 }
 
-/// Verdicts for a job's subtree that a forced piece boundary settles (`None`: check the token).
-fn shortcut_verdicts(eng: &CoverEngine, job: &Job) -> Vec<Option<bool>> {
-    let mut shortcut = Shortcut::new(&eng.canon, job.text(eng), job.tail(eng));
-    job.range.clone().map(|k| shortcut.verdict(eng.trie.id_at(k))).collect()
+/// Pair-rule verdicts of one subtree (`canonical/pairs.rs`), shared by every job with the same
+/// left token and next byte (the subtree is the same trie range): inside a space run the same
+/// few whitespace tokens come back at every position.
+type PairMemo = FxHashMap<(PairLeft, u8), Arc<Vec<Option<bool>>>>;
+
+/// A job's verdicts: one shared vector (the pair rule settled every token; inside a space run
+/// hundreds of jobs share a few vectors of 137k entries, and copying them was most of the time),
+/// or the job's own with the tokens still to check left open.
+enum JobVerdicts {
+    Shared(Arc<Vec<bool>>),
+    Own(Vec<Option<bool>>),
+}
+
+/// Verdicts for a job's subtree that need no per-token check: the pair rule where it applies,
+/// then a forced piece boundary (`Shortcut`); what is left is `None` in `JobVerdicts::Own`.
+fn shortcut_verdicts(eng: &CoverEngine, job: &Job, pair_memo: &mut PairMemo, settled: &mut FxHashMap<usize, Arc<Vec<bool>>>) -> JobVerdicts {
+    let (canon, trie) = (&eng.canon, &eng.trie);
+    let (text, tail) = (job.text(eng), job.tail(eng));
+    let next = eng.text[eng.nodes[job.node].end];
+    let by_pairs = canon.pair_left(text, tail, next).map(|left| {
+        pair_memo
+            .entry((left, next))
+            .or_insert_with(|| {
+                let screen = canon.pair_screen(left);
+                Arc::new(job.range.clone().map(|k| canon.pair_verdict(&screen, trie.id_at(k))).collect())
+            })
+            .clone()
+    });
+    if let Some(p) = &by_pairs {
+        if p.iter().all(Option::is_some) {
+            // Keyed by the shared vector's address: one `Vec<bool>` per pair-rule vector.
+            let all = settled.entry(Arc::as_ptr(p) as usize).or_insert_with(|| Arc::new(p.iter().map(|v| v.expect("all settled")).collect()));
+            return JobVerdicts::Shared(all.clone());
+        }
+    }
+    let mut shortcut = Shortcut::new(canon, text, tail);
+    JobVerdicts::Own(job.range.clone().enumerate().map(|(i, k)| by_pairs.as_ref().and_then(|p| p[i]).or_else(|| shortcut.verdict(trie.id_at(k)))).collect())
 }
 
 impl PrefixScorer {
@@ -182,14 +215,18 @@ impl PrefixScorer {
         }
         // Verdicts the pre-tokenizer's boundary settles (canonical/boundary.rs); the rest are
         // (job, trie position) work items for per-token checks, split over threads.
-        let mut per_job: Vec<Vec<Option<bool>>> = jobs.iter().map(|job| shortcut_verdicts(eng, job)).collect();
+        let (mut pair_memo, mut settled) = (PairMemo::default(), FxHashMap::default());
+        let mut per_job: Vec<JobVerdicts> = jobs.iter().map(|job| shortcut_verdicts(eng, job, &mut pair_memo, &mut settled)).collect();
         let items: Vec<(usize, usize)> = jobs
             .iter()
             .enumerate()
             .flat_map(|(j, job)| {
-                let undecided = &per_job[j];
+                let undecided: &[Option<bool>] = match &per_job[j] {
+                    JobVerdicts::Own(v) => v,
+                    JobVerdicts::Shared(_) => &[],
+                };
                 let start = job.range.start;
-                job.range.clone().filter(move |&k| undecided[k - start].is_none()).map(move |k| (j, k))
+                job.range.clone().filter(move |&k| undecided.get(k - start).is_some_and(Option::is_none)).map(move |k| (j, k))
             })
             .collect();
         self.validity_checks = items.len() as u64;
@@ -243,14 +280,25 @@ impl PrefixScorer {
             out.concat()
         };
         for (&(j, k), ok) in items.iter().zip(verdicts) {
-            per_job[j][k - jobs[j].range.start] = Some(ok);
+            if let JobVerdicts::Own(v) = &mut per_job[j] {
+                v[k - jobs[j].range.start] = Some(ok);
+            }
         }
-        let per_job: Vec<Arc<Vec<bool>>> = per_job.into_iter().map(|v| Arc::new(v.into_iter().map(|x| x.expect("every token decided")).collect())).collect();
+        let per_job: Vec<Arc<Vec<bool>>> = per_job
+            .into_iter()
+            .map(|v| match v {
+                JobVerdicts::Shared(all) => all,
+                JobVerdicts::Own(v) => Arc::new(v.into_iter().map(|x| x.expect("every token decided")).collect()),
+            })
+            .collect();
+        // Whether a job has a valid token at all, once per distinct vector (shared ones are many).
+        let mut any_valid: FxHashMap<usize, bool> = FxHashMap::default();
         let mut need_row = vec![false; eng.nodes.len()];
         for (id, j) in job_of.iter().enumerate() {
             if let Some(j) = j {
-                scores[id].valid = per_job[*j].clone();
-                need_row[id] = per_job[*j].iter().any(|&v| v);
+                let v = &per_job[*j];
+                scores[id].valid = v.clone();
+                need_row[id] = *any_valid.entry(Arc::as_ptr(v) as usize).or_insert_with(|| v.iter().any(|&x| x));
             }
         }
         if let Some(e) = self.eos_node {
@@ -405,10 +453,18 @@ mod tests {
     fn tokenizers_for_shortcut() -> Vec<(String, Arc<Canonicalizer>, Arc<TokenTrie>)> {
         let (c, t) = tiny_parts();
         let mut out = vec![("tiny".to_string(), c, t)];
+        let rels = ["tokenizers/gpt-2", "tokenizers/llama-bpe", "tokenizers/qwen2", "models/smollm2-135m", "models/gemma3-270m", "tokenizers/mistral-v1"];
+        out.extend(real_tokenizers(&rels));
+        out
+    }
+
+    /// The real tokenizers at these paths under the cache, those that are there.
+    fn real_tokenizers(rels: &[&str]) -> Vec<(String, Arc<Canonicalizer>, Arc<TokenTrie>)> {
+        let mut out = Vec::new();
         let cache = std::env::var_os("BYTECOVER_CACHE")
             .map(std::path::PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/bytecover")));
-        for rel in ["tokenizers/gpt-2", "tokenizers/llama-bpe", "tokenizers/qwen2", "models/smollm2-135m"] {
+        for rel in rels {
             let Some(path) = cache.as_ref().map(|c| c.join(rel).join("tokenizer.json")) else { continue };
             let Ok(json) = std::fs::read_to_string(&path) else { continue };
             let c = Arc::new(Canonicalizer::from_json(&json, None).unwrap());
@@ -416,6 +472,68 @@ mod tests {
             out.push((rel.to_string(), c, t));
         }
         out
+    }
+
+    /// The pair rule (`canonical/pairs.rs`) gives the per-token check's verdict for *every* token
+    /// of the subtree, after every valid token prefix of these texts that ends where the marked
+    /// continuation starts, on the SentencePiece-style tokenizers it is for (Gemma-3 with its
+    /// added newline tokens, Llama-2, Mistral, Phi-3): after words, inside and after space runs,
+    /// mid-word, after newlines, tabs and CRLF, before digits, accented letters and CJK.
+    #[test]
+    fn pair_rule_verdicts_equal_per_token_checks_on_every_token() {
+        // (context, continuation): the subtree is that of the continuation's first byte.
+        let cases: [(&str, &str); 12] = [
+            ("The cat", " sat"),
+            ("x =", " 1"),
+            ("def f():\n    ", "    return"),
+            ("        ", "return"),
+            ("she hel", "lo"),
+            ("a, ", "b"),
+            ("1", "23"),
+            ("caf", "\u{e9}"),
+            ("\u{4e2d}", "\u{6587}"),
+            ("a\t", "\tb"),
+            ("x\r\n", " y"),
+            ("<tr", ">\n"),
+        ];
+        let rels = ["models/gemma3-270m", "tokenizers/llama-spm", "tokenizers/mistral-v1", "tokenizers/phi-3"];
+        let tokenizers = real_tokenizers(&rels);
+        for (name, c, t) in tokenizers {
+            let (mut compared, mut open) = (0u64, 0u64);
+            for (context, continuation) in cases {
+                let text = format!("{context}{continuation}");
+                let s = PrefixScorer::new(c.clone(), t.clone(), text.as_bytes(), vec![], 1).unwrap();
+                let eng = &s.eng;
+                let at = eng.text.len() - continuation.len();
+                let next = eng.text[at];
+                for nd in eng.nodes.iter().filter(|nd| nd.end == at) {
+                    let anchored = &eng.text[nd.anchor..nd.end];
+                    let Some(left) = c.pair_left(anchored, &nd.tail, next) else { continue };
+                    let screen = c.pair_screen(left);
+                    for k in t.range(&[next]) {
+                        let tok = t.id_at(k);
+                        let Some(got) = c.pair_verdict(&screen, tok) else {
+                            open += 1;
+                            continue;
+                        };
+                        let mut window = anchored.to_vec();
+                        window.extend_from_slice(c.vocab().token_bytes(tok).unwrap());
+                        let mut tail = nd.tail.clone();
+                        tail.push(tok);
+                        assert_eq!(
+                            got,
+                            c.valid_from(&window, &tail),
+                            "{name}: {:?} + token {tok} {:?}",
+                            String::from_utf8_lossy(anchored),
+                            c.vocab().token_string(tok)
+                        );
+                        compared += 1;
+                    }
+                }
+            }
+            eprintln!("{name}: {compared} pair verdicts equal the per-token checks ({open} left to them)");
+            assert!(compared > 20_000, "{name}: only {compared} verdicts came from the pair rule");
+        }
     }
 
     /// Every verdict a forced piece boundary settles (`canonical/boundary.rs`), and every verdict

@@ -1,9 +1,10 @@
-//! Per-token verdicts that a forced piece boundary settles without a check of their own
-//! (`canonical/boundary.rs` has the reasoning). One `Shortcut` serves one node: it remembers the
-//! shared verdict for each next byte, so a whole subtree costs one context check plus a memo
-//! lookup per token.
+//! Per-token verdicts settled without a check of their own: by a forced piece boundary
+//! (`canonical/boundary.rs`), or, for BPE without a pre-tokenizer, by replaying the merge
+//! histories of the node's last token and the new token (`canonical/pairs.rs`). One `Shortcut`
+//! serves one node: it remembers the shared verdict for each next byte, so a whole subtree costs
+//! one context check plus a memo lookup (or a short replay) per token.
 
-use crate::canonical::Canonicalizer;
+use crate::canonical::{Canonicalizer, PairScreen};
 use crate::pretokenize::{first_char, Next};
 use crate::primitives::TokenId;
 use rustc_hash::FxHashMap;
@@ -14,6 +15,9 @@ pub(super) struct Shortcut<'a> {
     text: &'a [u8],
     tail: &'a [TokenId],
     ends_in_space: bool,
+    /// The pair rule's view of the node by the token's first byte (inner `None`: it does not
+    /// apply).
+    pair_by_first: FxHashMap<u8, Option<PairScreen>>,
     /// Shared verdict by the token's first byte (outer None: not asked yet).
     by_first: FxHashMap<u8, Option<bool>>,
     /// After a whitespace run: shared verdict by the byte after a token's leading space.
@@ -23,7 +27,7 @@ pub(super) struct Shortcut<'a> {
 impl<'a> Shortcut<'a> {
     pub(super) fn new(canon: &'a Canonicalizer, text: &'a [u8], tail: &'a [TokenId]) -> Self {
         let ends_in_space = std::str::from_utf8(text).ok().and_then(|s| s.chars().next_back()).is_some_and(char::is_whitespace);
-        Self { canon, text, tail, ends_in_space, by_first: FxHashMap::default(), by_second: FxHashMap::default() }
+        Self { canon, text, tail, ends_in_space, pair_by_first: FxHashMap::default(), by_first: FxHashMap::default(), by_second: FxHashMap::default() }
     }
 
     /// The verdict for T + [id] if a forced boundary settles it, `None` if it needs a check.
@@ -31,6 +35,10 @@ impl<'a> Shortcut<'a> {
         let (canon, text, tail) = (self.canon, self.text, self.tail);
         let bytes = canon.vocab().token_bytes(id)?;
         let &first = bytes.first()?;
+        let screen = self.pair_by_first.entry(first).or_insert_with(|| canon.pair_left(text, tail, first).map(|left| canon.pair_screen(left)));
+        if let Some(v) = screen.as_ref().and_then(|screen| canon.pair_verdict(screen, id)) {
+            return Some(v);
+        }
         let shared =
             *self.by_first.entry(first).or_insert_with(|| if first.is_ascii() { canon.context_verdict(text, tail, Next::Char(first as char)) } else { None });
         let shared = match shared {

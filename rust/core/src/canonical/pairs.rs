@@ -1,0 +1,258 @@
+//! Validity of `T + [v]` from the merge histories of T's last token and of v alone, for BPE
+//! without a pre-tokenizer (SentencePiece-style: Gemma-3, Llama-2, Mistral, Phi-3).
+//!
+//! Such a tokenizer encodes a whole stretch between added tokens as one piece, so there is no
+//! piece cut for `boundary.rs` to use, and a scorer checked each of the ~137k Gemma-3 tokens that
+//! start with a space, one encode per witness, after every word (6.4 M checks, 22 s for 256 bytes
+//! of prose; minutes in a space run). But BPE itself decides locally. HF's BPE repeatedly applies
+//! the lowest-ranked merge present, leftmost first. Cut the units of `t + v` at the boundary
+//! between t and v: as long as no merge has joined a symbol of t to a symbol of v, each side runs
+//! exactly as it does alone (its candidate merges are its own, and the global minimum picks its
+//! merges in its own order), so the only thing that can happen at the boundary is that the
+//! *crossing pair* (t's current last symbol, v's current first symbol) becomes the lowest merge
+//! present. Replaying the two solo histories in their joint order (by rank, t's side first on a
+//! tie, since it lies to the left) tells whether it ever does:
+//!
+//! * it fires when its rank is below the next merge of t's side and not above the next merge of
+//!   v's side (on a tie the crossing pair lies left of v's pair, right of t's);
+//! * if it never fires, the result is t's solo result followed by v's.
+//!
+//! So `encode(a + v) = tail ++ [v]` exactly when `encode(a) = tail`, v encodes alone to `[v]` and
+//! the crossing pair never fires, and then the empty witness proves validity. Conversely, if the
+//! crossing pair fires, or v alone does not encode to `[v]`, no witness w helps: in
+//! `encode(a + v + w)` the sides of t and v again run alone until something crosses one of their
+//! edges, merges inside w do not change t's last or v's first symbol, and a merge across v's
+//! right edge already means v is not a token of the result. So the verdict equals the per-token
+//! check (`valid_from`) for every token, with no encode at all.
+//!
+//! Guard rails (otherwise `None` and the caller checks the token itself): the pre-tokenizer never
+//! splits, there is no NFC normaliser and no `ignore_merges`; the context `a` is valid UTF-8,
+//! encodes to its `tail`, and no added token can match across its end when the next byte follows
+//! (`AddedText::can_cross`); t and v have complete
+//! UTF-8 bytes whose units contain no unknown token (`fuse_unk` would join across the edge), and
+//! no added token's text occurs inside v. Where `a` ends with an added token, nothing can cross
+//! and the verdict is whether v encodes alone to `[v]`; so it is at the start of the text.
+//!
+//! The tests: `engine::prefix::tests::shortcut_verdicts_equal_per_token_checks` compares every
+//! verdict with the per-token check on Gemma-3, Llama-2, Mistral and Phi-3 tokenizers, and
+//! `tests/test_scoring.py` compares whole prefix probabilities with a brute force.
+
+use super::Canonicalizer;
+use crate::added::Segment;
+use crate::pretokenize::incomplete_tail;
+use crate::primitives::TokenId;
+
+/// No symbol changed at this side in this merge.
+const SAME: TokenId = TokenId::MAX;
+/// "No next merge": above every rank.
+const DONE: u32 = u32::MAX;
+
+/// One merge of a token's solo history: its rank, and the new first / last symbol when the
+/// merge changed the token's first / last symbol (`SAME` otherwise).
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    rank: u32,
+    first: TokenId,
+    last: TokenId,
+}
+
+/// What a token's bytes do when encoded alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Solo {
+    /// Outside the rule (no bytes, incomplete UTF-8, an unknown unit, an added token's text
+    /// inside): check it one by one.
+    Unsupported,
+    /// Encodes alone to something else: never a token of any encoding.
+    NotItself,
+    /// Encodes alone to itself, with this history.
+    Itself,
+}
+
+/// Solo merge histories of every token, built once per tokenizer on first use.
+#[derive(Debug)]
+pub(super) struct MergeHistories {
+    solo: Vec<Solo>,
+    first_unit: Vec<TokenId>,
+    last_unit: Vec<TokenId>,
+    /// `steps[span[id].0..span[id].1]` is token id's history.
+    span: Vec<(u32, u32)>,
+    steps: Vec<Step>,
+    /// Right partners of every merge, by its left symbol.
+    rights: Vec<Vec<TokenId>>,
+}
+
+impl MergeHistories {
+    fn build(canon: &Canonicalizer) -> Self {
+        let n = canon.vocab.n_ids();
+        let mut rights: Vec<Vec<TokenId>> = vec![Vec::new(); n];
+        for (left, right) in canon.bpe.merge_pairs() {
+            if let Some(r) = rights.get_mut(left as usize) {
+                r.push(right);
+            }
+        }
+        let mut h =
+            Self { solo: vec![Solo::Unsupported; n], first_unit: vec![SAME; n], last_unit: vec![SAME; n], span: vec![(0, 0); n], steps: Vec::new(), rights };
+        let mut syms = Vec::new();
+        for id in 0..n {
+            let Some(bytes) = canon.vocab.token_bytes(id as TokenId) else { continue };
+            if bytes.is_empty() || std::str::from_utf8(bytes).is_err() {
+                continue;
+            }
+            if !canon.added.is_empty() && canon.added.segments(bytes).iter().any(|s| matches!(s, Segment::Added(..))) {
+                continue;
+            }
+            syms.clear();
+            if canon.bpe.units(bytes, &mut syms).is_err() || syms.is_empty() || canon.bpe.unk_id().is_some_and(|u| syms.contains(&u)) {
+                continue;
+            }
+            h.first_unit[id] = syms[0];
+            h.last_unit[id] = *syms.last().expect("units not empty");
+            let start = h.steps.len() as u32;
+            // Merge as `Bpe::merge_small` does (lowest rank, leftmost first), recording each
+            // merge's effect on the first and last symbol.
+            loop {
+                let mut best: Option<(u32, usize, TokenId)> = None;
+                for i in 0..syms.len().saturating_sub(1) {
+                    if let Some((rank, merged)) = canon.bpe.merge_of(syms[i], syms[i + 1]) {
+                        if best.is_none_or(|(r, _, _)| rank < r) {
+                            best = Some((rank, i, merged));
+                        }
+                    }
+                }
+                let Some((rank, i, merged)) = best else { break };
+                let first = if i == 0 { merged } else { SAME };
+                let last = if i + 2 == syms.len() { merged } else { SAME };
+                h.steps.push(Step { rank, first, last });
+                syms[i] = merged;
+                syms.remove(i + 1);
+            }
+            h.span[id] = (start, h.steps.len() as u32);
+            h.solo[id] = if syms.len() == 1 && syms[0] == id as TokenId { Solo::Itself } else { Solo::NotItself };
+        }
+        h
+    }
+
+    fn history(&self, id: TokenId) -> &[Step] {
+        let (a, b) = self.span[id as usize];
+        &self.steps[a as usize..b as usize]
+    }
+}
+
+/// What a context fixes for the pair rule: the token its last symbol comes from, or that nothing
+/// can cross (the context is empty, or ends with an added token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum PairLeft {
+    Token(TokenId),
+    NothingLeft,
+}
+
+/// A `PairLeft` ready to judge many tokens: for a left token t, the symbols that some symbol t's
+/// last position ever holds has a merge with (a bit per id). A token v none of whose first
+/// symbols is among them cannot cross t whatever the ranks, so most tokens need no replay: after
+/// a word, the first symbols of the tokens that start with a space seldom merge with a letter.
+#[derive(Debug, Clone)]
+pub(crate) struct PairScreen {
+    left: PairLeft,
+    partners: Vec<u64>,
+}
+
+impl Canonicalizer {
+    /// Whether the pair rule can apply to this tokenizer at all.
+    fn pair_rule_applies(&self) -> bool {
+        !self.pre.splits() && !self.pre.normalizes() && !self.bpe.ignores_merges()
+    }
+
+    fn histories(&self) -> &MergeHistories {
+        self.histories.get_or_init(|| MergeHistories::build(self))
+    }
+
+    /// The left side of the pair rule for extensions of `tail` (read from its anchor, spelling
+    /// `a`) by tokens whose first byte is `next`, or `None` where the rule does not apply (then
+    /// each such token is checked on its own).
+    pub(crate) fn pair_left(&self, a: &[u8], tail: &[TokenId], next: u8) -> Option<PairLeft> {
+        if !self.pair_rule_applies() {
+            return None;
+        }
+        let Some(&t) = tail.last() else {
+            // The start of the text: v's bytes are all there is.
+            return a.is_empty().then_some(PairLeft::NothingLeft);
+        };
+        if a.is_empty() || std::str::from_utf8(a).is_err() || incomplete_tail(a).is_some() {
+            return None;
+        }
+        if !self.added.is_empty() && self.added.can_cross(a, next) {
+            return None;
+        }
+        if !self.complete_from(a, tail) {
+            return None;
+        }
+        if !self.added.is_empty() && matches!(self.added.segments(a).last(), Some(Segment::Added(..))) {
+            return Some(PairLeft::NothingLeft);
+        }
+        (self.histories().solo[t as usize] == Solo::Itself).then_some(PairLeft::Token(t))
+    }
+
+    /// `left` with the symbols its token's last position can merge with.
+    pub(crate) fn pair_screen(&self, left: PairLeft) -> PairScreen {
+        let h = self.histories();
+        let mut partners = vec![0u64; h.solo.len().div_ceil(64)];
+        if let PairLeft::Token(t) = left {
+            let lasts = std::iter::once(h.last_unit[t as usize]).chain(h.history(t).iter().map(|s| s.last).filter(|&l| l != SAME));
+            for l in lasts {
+                for &r in &h.rights[l as usize] {
+                    partners[r as usize / 64] |= 1 << (r % 64);
+                }
+            }
+        }
+        PairScreen { left, partners }
+    }
+
+    /// The verdict of `T + [v]` by the pair rule, `None` where v is outside it.
+    pub(crate) fn pair_verdict(&self, screen: &PairScreen, v: TokenId) -> Option<bool> {
+        let h = self.histories();
+        match h.solo.get(v as usize)? {
+            Solo::Unsupported => None,
+            Solo::NotItself => Some(false),
+            Solo::Itself => Some(match screen.left {
+                PairLeft::NothingLeft => true,
+                PairLeft::Token(t) => {
+                    let is_partner = |x: TokenId| screen.partners[x as usize / 64] & (1 << (x % 64)) != 0;
+                    let firsts = std::iter::once(h.first_unit[v as usize]).chain(h.history(v).iter().map(|s| s.first).filter(|&f| f != SAME));
+                    let mut firsts = firsts;
+                    !(firsts.any(is_partner) && self.crossing_fires(h, t, v))
+                }
+            }),
+        }
+    }
+
+    /// Replay t's and v's solo histories in their joint order; whether the crossing pair fires.
+    fn crossing_fires(&self, h: &MergeHistories, t: TokenId, v: TokenId) -> bool {
+        let (left, right) = (h.history(t), h.history(v));
+        let (mut i, mut j) = (0, 0);
+        let (mut last, mut first) = (h.last_unit[t as usize], h.first_unit[v as usize]);
+        let mut crossing = self.bpe.merge_of(last, first).map_or(DONE, |(r, _)| r);
+        loop {
+            let next_left = left.get(i).map_or(DONE, |s| s.rank);
+            let next_right = right.get(j).map_or(DONE, |s| s.rank);
+            if crossing != DONE && crossing < next_left && crossing <= next_right {
+                return true;
+            }
+            if next_left == DONE && next_right == DONE {
+                return false;
+            }
+            if next_left <= next_right {
+                if left[i].last != SAME {
+                    last = left[i].last;
+                    crossing = self.bpe.merge_of(last, first).map_or(DONE, |(r, _)| r);
+                }
+                i += 1;
+            } else {
+                if right[j].first != SAME {
+                    first = right[j].first;
+                    crossing = self.bpe.merge_of(last, first).map_or(DONE, |(r, _)| r);
+                }
+                j += 1;
+            }
+        }
+    }
+}
