@@ -46,6 +46,8 @@ pub struct Canonicalizer {
     /// Which tokens are valid from a piece start, filled in as asked (`boundary.rs`); clones
     /// share it (same vocabulary).
     first_valid: Arc<boundary::FirstTokenMemo>,
+    /// The same, trying only completions to a character that is not whitespace.
+    first_valid_non_space: Arc<boundary::FirstTokenMemo>,
     /// Every token's solo merge history, built on first use by the pair rule (`pairs.rs`);
     /// clones share it.
     histories: Arc<OnceLock<pairs::MergeHistories>>,
@@ -59,7 +61,8 @@ impl Canonicalizer {
         let bpe = Bpe::from_json(&root, vocab.kind())?;
         let added = AddedText::new(vocab.added_text().iter().cloned());
         let first_valid = Arc::new(boundary::FirstTokenMemo::new(vocab.n_ids()));
-        Ok(Self { vocab, pre, bpe, added, first_valid, histories: Arc::new(OnceLock::new()) })
+        let first_valid_non_space = Arc::new(boundary::FirstTokenMemo::new(vocab.n_ids()));
+        Ok(Self { vocab, pre, bpe, added, first_valid, first_valid_non_space, histories: Arc::new(OnceLock::new()) })
     }
 
     pub fn vocab(&self) -> &Arc<Vocabulary> {
@@ -152,6 +155,12 @@ impl Canonicalizer {
     /// Validity of `tail` read from an anchor: `text` is the bytes from the anchor on, and the
     /// tokens before the anchor are already known to be right.
     pub fn valid_from(&self, text: &[u8], tail: &[TokenId]) -> bool {
+        self.valid_from_where(text, tail, None)
+    }
+
+    /// `valid_from`, trying (when `text` ends inside a character) only the completions whose
+    /// whole character passes `keep` (`None`: all of them).
+    pub(crate) fn valid_from_where(&self, text: &[u8], tail: &[TokenId], keep: Option<&dyn Fn(char) -> bool>) -> bool {
         let starts_with = |t: &[u8]| self.encode(t).map(|e| e.len() >= tail.len() && e[..tail.len()] == *tail).unwrap_or(false);
         // Only texts that can still become valid UTF-8 exist: the model never saw other bytes.
         let complete_part = text.len() - incomplete_tail(text).map_or(0, |(have, _)| have);
@@ -169,8 +178,15 @@ impl Canonicalizer {
             }
             Some((have, missing)) => {
                 let partial = &text[text.len() - have..];
+                let kept = |c: &Vec<u8>| {
+                    keep.is_none_or(|keep| {
+                        let mut whole = partial.to_vec();
+                        whole.extend_from_slice(c);
+                        std::str::from_utf8(&whole).ok().and_then(|s| s.chars().next()).is_some_and(keep)
+                    })
+                };
                 let mut buf = text.to_vec();
-                completions(partial, missing).any(|c| {
+                completions(partial, missing).filter(kept).any(|c| {
                     ["", "a", " ", "\n"].iter().any(|w| {
                         buf.truncate(text.len());
                         buf.extend_from_slice(&c);

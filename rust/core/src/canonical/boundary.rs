@@ -68,12 +68,24 @@ impl Canonicalizer {
     /// Whether `[id]` is valid read from a piece start: some witness makes the token's bytes
     /// (plus the witness) encode to a sequence starting with it. Memoised per tokenizer.
     pub fn valid_from_piece_start(&self, id: TokenId) -> bool {
-        let Some(slot) = self.first_valid.0.get(id as usize) else { return false };
+        self.memoised_piece_start(&self.first_valid, id, None)
+    }
+
+    /// `valid_from_piece_start` counting only completions to a character that is not whitespace
+    /// (for a token that ends inside a character: `" \xe2"` after a space run, where the
+    /// boundary rule covers the completions that are not whitespace and the few that are are
+    /// checked on their own; `engine/shortcut.rs`). Memoised per tokenizer.
+    pub fn valid_from_piece_start_non_space(&self, id: TokenId) -> bool {
+        self.memoised_piece_start(&self.first_valid_non_space, id, Some(&|c: char| !c.is_whitespace()))
+    }
+
+    fn memoised_piece_start(&self, memo: &FirstTokenMemo, id: TokenId, keep: Option<&dyn Fn(char) -> bool>) -> bool {
+        let Some(slot) = memo.0.get(id as usize) else { return false };
         match slot.load(Ordering::Relaxed) {
             VALID => true,
             INVALID => false,
             _ => {
-                let ok = self.vocab.token_bytes(id).is_some_and(|b| !b.is_empty() && self.valid_from(b, &[id]));
+                let ok = self.vocab.token_bytes(id).is_some_and(|b| !b.is_empty() && self.valid_from_where(b, &[id], keep));
                 slot.store(if ok { VALID } else { INVALID }, Ordering::Relaxed);
                 ok
             }
