@@ -33,9 +33,9 @@
 //! no added token's text occurs inside v. Where `a` ends with an added token, nothing can cross
 //! and the verdict is whether v encodes alone to `[v]`; so it is at the start of the text.
 //!
-//! The tests: `engine::prefix::tests::shortcut_verdicts_equal_per_token_checks` compares every
-//! verdict with the per-token check on Gemma-3, Llama-2, Mistral and Phi-3 tokenizers, and
-//! `tests/test_scoring.py` compares whole prefix probabilities with a brute force.
+//! The tests: `engine::prefix::tests::pair_rule_verdicts_equal_per_token_checks_on_every_token`
+//! compares every verdict with the per-token check on Gemma-3, Llama-2, Mistral and Phi-3
+//! tokenizers, and `tests/test_scoring.py` compares whole prefix probabilities with a brute force.
 
 use super::Canonicalizer;
 use crate::added::Segment;
