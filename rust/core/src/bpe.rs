@@ -234,6 +234,12 @@ impl Bpe {
 
     /// Quadratic merge loop: fastest for the short pieces regex pre-tokenizers produce.
     fn merge_small(&self, syms: &mut Vec<TokenId>) {
+        self.merge_small_traced(syms, |_, _, _, _| {});
+    }
+
+    /// `merge_small`, telling `on_merge(rank, position, merged id, symbols before the merge)`
+    /// about each merge as it is applied (the pair rule records tokens' merge histories).
+    pub(crate) fn merge_small_traced(&self, syms: &mut Vec<TokenId>, mut on_merge: impl FnMut(u32, usize, TokenId, usize)) {
         loop {
             let mut best: Option<(u32, usize, TokenId)> = None;
             for i in 0..syms.len().saturating_sub(1) {
@@ -244,7 +250,8 @@ impl Bpe {
                 }
             }
             match best {
-                Some((_, i, id)) => {
+                Some((rank, i, id)) => {
+                    on_merge(rank, i, id, syms.len());
                     syms[i] = id;
                     syms.remove(i + 1);
                 }

@@ -108,24 +108,14 @@ impl MergeHistories {
             h.first_unit[id] = syms[0];
             h.last_unit[id] = *syms.last().expect("units not empty");
             let start = h.steps.len() as u32;
-            // Merge as `Bpe::merge_small` does (lowest rank, leftmost first), recording each
-            // merge's effect on the first and last symbol.
-            loop {
-                let mut best: Option<(u32, usize, TokenId)> = None;
-                for i in 0..syms.len().saturating_sub(1) {
-                    if let Some((rank, merged)) = canon.bpe.merge_of(syms[i], syms[i + 1]) {
-                        if best.is_none_or(|(r, _, _)| rank < r) {
-                            best = Some((rank, i, merged));
-                        }
-                    }
-                }
-                let Some((rank, i, merged)) = best else { break };
+            // The encoder's own merge loop, recording each merge's effect on the first and last
+            // symbol.
+            let steps = &mut h.steps;
+            canon.bpe.merge_small_traced(&mut syms, |rank, i, merged, len| {
                 let first = if i == 0 { merged } else { SAME };
-                let last = if i + 2 == syms.len() { merged } else { SAME };
-                h.steps.push(Step { rank, first, last });
-                syms[i] = merged;
-                syms.remove(i + 1);
-            }
+                let last = if i + 2 == len { merged } else { SAME };
+                steps.push(Step { rank, first, last });
+            });
             h.span[id] = (start, h.steps.len() as u32);
             h.solo[id] = if syms.len() == 1 && syms[0] == id as TokenId { Solo::Itself } else { Solo::NotItself };
         }
@@ -217,8 +207,7 @@ impl Canonicalizer {
                 PairLeft::NothingLeft => true,
                 PairLeft::Token(t) => {
                     let is_partner = |x: TokenId| screen.partners[x as usize / 64] & (1 << (x % 64)) != 0;
-                    let firsts = std::iter::once(h.first_unit[v as usize]).chain(h.history(v).iter().map(|s| s.first).filter(|&f| f != SAME));
-                    let mut firsts = firsts;
+                    let mut firsts = std::iter::once(h.first_unit[v as usize]).chain(h.history(v).iter().map(|s| s.first).filter(|&f| f != SAME));
                     !(firsts.any(is_partner) && self.crossing_fires(h, t, v))
                 }
             }),
