@@ -157,7 +157,9 @@ def run_eval(
         (out / PARTIAL_JSONL).unlink(missing_ok=True)
 
     todo = [(t, m) for t in tasks for m in method_names if (t.task_id, m) not in done]
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    # The run's identity in runs.jsonl and in every row: microseconds, so that a run resumed
+    # within the same second as the one it resumes (a short run) is still a different run.
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
     command_line = command_line if command_line is not None else shlex.join([sys.executable, *sys.argv])
     cfg: dict[str, Any] = {
         "seed": seed,

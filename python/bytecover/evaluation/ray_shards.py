@@ -139,7 +139,9 @@ def run_sharded(
         (out / RESULTS_JSON).unlink(missing_ok=True)
     done = done_keys(out, tasks, names)
     todo = [t for t in tasks if any((t.task_id, m) not in done for m in names)]
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    # The run's identity in runs.jsonl and in every row: microseconds, so that a run resumed
+    # within the same second as the one it resumes (a short run) is still a different run.
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
     command_line = command_line if command_line is not None else shlex.join([sys.executable, *sys.argv])
 
     ray_info: dict[str, Any] = {"address": address, "tasks_sent": len(todo), "chunk_tasks": CHUNK_TASKS,
