@@ -48,26 +48,38 @@ def corpus(kind: str) -> bytes:
     raise ValueError(kind)
 
 
-def forward_seconds(lm: ByteLM, data: bytes) -> tuple[float, int]:
+def _sync(device: str) -> None:
+    """Wait for queued GPU work, so that a wall time covers it."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def forward_seconds(lm: ByteLM, data: bytes, device: str = "cpu") -> tuple[float, int]:
     import torch
 
     ids = list(lm.spec.gateway.token_lm.start_ids) + list(lm.core.encode(data))  # type: ignore[attr-defined]
     model: Any = lm.model
     with torch.inference_mode():
+        _sync(device)
         t0 = time.perf_counter()
-        model(input_ids=torch.tensor([ids]))
+        model(input_ids=torch.tensor([ids], device=device))
+        _sync(device)
         return time.perf_counter() - t0, len(ids)
 
 
-def run(model_name: str, kinds: list[str], sizes: list[int], batch: int) -> dict[str, Any]:
-    lm = ByteLM.from_pretrained(model_name)
-    forward_seconds(lm, b"warm up: the first forward of a process pays one-off set-up costs")
+def run(model_name: str, kinds: list[str], sizes: list[int], batch: int, device: str = "cpu", dtype: str | None = None) -> dict[str, Any]:
+    import torch
+
+    lm = ByteLM.from_pretrained(model_name, device=device, dtype=getattr(torch, dtype) if dtype else None)
+    forward_seconds(lm, b"warm up: the first forward of a process pays one-off set-up costs", device)
     rows: list[dict[str, Any]] = []
     for kind in kinds:
         text = corpus(kind)
         for size in sizes:
             data = text[:size]
-            fwd, n_tok = forward_seconds(lm, data)
+            fwd, n_tok = forward_seconds(lm, data, device)
             lm.token_lm.reset_cache()  # type: ignore[attr-defined]
             t0 = time.perf_counter()
             s = lm.score(data)
@@ -78,7 +90,7 @@ def run(model_name: str, kinds: list[str], sizes: list[int], batch: int) -> dict
                    "rows": st.rows, "model_calls": st.model_calls, "bits_per_byte": s.bits_per_byte}
             print(json.dumps(rec), flush=True)
             rows.append(rec)
-    out: dict[str, Any] = {"model": model_name, "results": rows}
+    out: dict[str, Any] = {"model": model_name, "device": device, "dtype": dtype or "float32", "results": rows}
     if batch > 1:
         text = corpus("prose")
         size = sizes[0]
@@ -127,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kinds", nargs="+", default=["prose", "code", "indent"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[256, 1024, 4096])
     ap.add_argument("--batch", type=int, default=16, help="texts in the batch comparison (1: skip it)")
+    ap.add_argument("--device", default="cpu", help="where the model runs (cuda on a GPU machine)")
+    ap.add_argument("--dtype", default=None, help="torch dtype name, e.g. bfloat16 (default: float32)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    result = run(args.model, args.kinds, args.sizes, args.batch)
+    result = run(args.model, args.kinds, args.sizes, args.batch, args.device, args.dtype)
     result["provenance"] = provenance(" ".join(["benches/bench_score.py", *(argv if argv is not None else sys.argv[1:])]), args.model)
     out = args.out or OUT_DIR / f"{args.model}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -236,6 +236,19 @@ def test_nan_row_in_a_block_names_its_prefix():
         lm.logprobs([[4, 2], [7, 7, 7], [9]])
 
 
+@pytest.mark.parametrize(("poison", "message"), [
+    (lambda out: out.index_fill(-1, torch.tensor([5]), float("inf")), "NaN/inf logits"),
+    (lambda out: torch.full_like(out, float("-inf")), "all logits are -inf"),
+])
+def test_posinf_or_all_neg_inf_logits_raise(poison, message):
+    # A +inf logit and a row with no finite logit are refused like NaN, each with its own cause.
+    model = tiny_llama(seed=3)
+    model.lm_head.register_forward_hook(lambda mod, inp, out: poison(out))
+    lm = HFTokenLM(model, bos_ids=[BOS], vocab_size=50)
+    with pytest.raises(FloatingPointError, match=message):
+        lm.logprobs([[4, 2], [9]])
+
+
 def test_bfloat16_model_runs():
     model = tiny_llama(seed=4).to(torch.bfloat16)
     lm = HFTokenLM(model, bos_ids=[BOS], vocab_size=50)

@@ -33,23 +33,31 @@ from . import _core
 from .gateway import CallStats
 from .spec import ByteSpec
 
-__all__ = ["PrefixScore", "score_texts", "windows", "row_batch", "ROW_BLOCK_BYTES", "WINDOW_MARGIN"]
+__all__ = ["PrefixScore", "score_texts", "windows", "row_batch", "ROW_BLOCK_BYTES", "MIN_ROWS", "WINDOW_MARGIN"]
 
-ROW_BLOCK_BYTES = 256 * 2**20
-"""Float32 rows per gateway request when fetching the rows a batch of texts needs, in bytes:
-1,365 token prefixes for SmolLM2's 49k ids, 256 for Gemma-3's 262k.
+ROW_BLOCK_BYTES = 128 * 2**20
+"""Float32 rows per gateway request when fetching the rows a batch of texts needs, in bytes
+(682 token prefixes for SmolLM2's 49k ids), but never fewer than `MIN_ROWS` prefixes (Gemma-3's
+262k ids: 256 prefixes, 256 MB).
 
 Why large: a request's rows are computed in one tree-mask forward over their new tokens
 (`bytecover.backends.hf`), and on a CPU a forward over a few tokens is bound by reading the
 weights, one over hundreds of tokens by arithmetic. 16 prefixes per request (the first
 setting) made the model part of scoring 4 KB of prose 58.5 s in 180 requests; 512 or more
 per request 11-12 s in 3-6 requests, against 5.3 s for one plain forward over the text
-(SmolLM2-135M, 2 cores, benches/results/score/)."""
+(SmolLM2-135M, 2 cores, benches/results/score/). Why not larger: the dense tree mask makes a
+forward's attention grow with its new tokens times its window; with 256 MB (1,365 SmolLM2
+prefixes) the tree forwards of 4 KB of prose took 8.3-8.6 s, with 128 MB and the relocation
+rule of `backends.hf.RELOCATE_RATIO` 6.7-7.5 s. Gemma-3 at 128 prefixes a request (128 MB)
+took 19-20 s against 14-15 s at 256: its 262k-wide output layer wants larger forwards."""
+
+MIN_ROWS = 256
+"""Fewest token prefixes per request, whatever the vocabulary (see `ROW_BLOCK_BYTES`)."""
 
 
 def row_batch(vocab_size: int) -> int:
     """Token prefixes per request for a model with `vocab_size` ids (`ROW_BLOCK_BYTES`)."""
-    return max(16, ROW_BLOCK_BYTES // (4 * max(1, vocab_size)))
+    return max(MIN_ROWS, ROW_BLOCK_BYTES // (4 * max(1, vocab_size)))
 
 WINDOW_MARGIN = 16
 """Tokens kept free below the context length in a window: token prefixes along a text can be a
@@ -149,7 +157,7 @@ def score_texts(spec: ByteSpec, texts: Sequence[bytes], *, stats: CallStats | No
             by_scorer.setdefault(i, []).append((node, at[p]))
         with stats.engine_time():
             for i, pairs in by_scorer.items():
-                picked = np.ascontiguousarray(block[[j for _, j in pairs]])
+                picked = _rows_at(block, [j for _, j in pairs])
                 scorers[i].provide_rows([n for n, _ in pairs], picked)
                 rows_per_scorer[i] += len(pairs)
         if progress is not None:
@@ -176,3 +184,11 @@ def score_texts(spec: ByteSpec, texts: Sequence[bytes], *, stats: CallStats | No
         rows = sum(rows_per_scorer[i] for i in range(at_scorer - len(plan), at_scorer))
         out.append(PrefixScore(log_prefix=log_prefix, logprob=logprob, canonical_logprob=canonical, windows=len(plan), rows=rows, nodes=nodes))
     return out
+
+
+def _rows_at(block: np.ndarray, at: list[int]) -> np.ndarray:
+    """``block[at]`` as a C-contiguous array; a view when `at` is a run of consecutive rows (one
+    text per call), not a copy of a block that can be 268 MB."""
+    if at and at == list(range(at[0], at[0] + len(at))) and block.flags.c_contiguous:
+        return block[at[0] : at[0] + len(at)]
+    return np.ascontiguousarray(block[at])

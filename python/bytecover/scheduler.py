@@ -159,7 +159,7 @@ class Scheduler:
         return self._serve("scores", seqs)
 
     def _serve(self, kind: str, seqs: Sequence[Sequence[int]]) -> Served:
-        wanted = [tuple(int(t) for t in s) for s in seqs]
+        wanted = [tuple(map(int, s)) for s in seqs]
         me = threading.get_ident()
         if me not in self._members:
             with self._backend:

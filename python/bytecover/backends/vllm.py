@@ -24,7 +24,7 @@ import numpy as np
 from ..tokenizer_support import default_eos_ids, detect_start_ids
 from . import vllm_engine
 from .protocol import TokenLMBase
-from .row_memo import RowMemo
+from .row_memo import ComputedRows, RowMemo
 
 __all__ = ["VLLMTokenLM", "is_vllm_llm"]
 
@@ -128,7 +128,7 @@ class VLLMTokenLM(TokenLMBase):
             raise ValueError(f"prefix of {len(key)} tokens does not fit the engine's max_model_len {self.max_model_len}")
         return key
 
-    def _compute(self, keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray]:
+    def _compute(self, keys: list[tuple[int, ...]]) -> ComputedRows:
         """One engine run for all `keys`, shortest first (the scheduler takes them in order, so
         a prefix's blocks can be cached before longer requests that share them)."""
         import torch
@@ -148,4 +148,4 @@ class VLLMTokenLM(TokenLMBase):
         if bool(torch.isnan(block).any()):
             raise FloatingPointError("all logits are -inf for some prefix")
         arr = block.numpy().astype(np.float32, copy=False)
-        return {k: arr[i] for i, k in enumerate(order)}
+        return ComputedRows(order, arr)
