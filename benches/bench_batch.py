@@ -83,7 +83,7 @@ def _counters(models: list[ByteLM]) -> tuple[int, int, float]:
     return calls, fed, secs
 
 
-def _model_generate(lm: ByteLM, prompts: list[str], n_bytes: int, batch: int) -> dict[str, Any]:
+def _model_generate(lm: ByteLM, prompts: list[str], n_bytes: int, batch: int, device: str = "cpu") -> dict[str, Any]:
     """(a): `model.generate` in batches of `batch` prompts, left padded, each row stopped once it
     has n_bytes (a finished row is padded while the others go on, as `generate` does)."""
     from transformers import StoppingCriteria, StoppingCriteriaList
@@ -106,8 +106,8 @@ def _model_generate(lm: ByteLM, prompts: list[str], n_bytes: int, batch: int) ->
         for i in range(0, len(prompts), batch):
             encoded = [start + list(core.encode(p.encode())) for p in prompts[i : i + batch]]
             width = max(len(e) for e in encoded)
-            ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
-            mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+            ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
+            mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
             with torch.inference_mode():
                 out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n_bytes, do_sample=False, pad_token_id=pad,
                                      stopping_criteria=StoppingCriteriaList([EnoughBytes(width)]))
@@ -187,18 +187,19 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(model_name: str, n_bytes: int, batches: list[int], prompts: list[str], ensemble_with: str | None,
-        bytesampler: bool | None = None, repeats: int = 1) -> dict[str, Any]:
-    lm = ByteLM.from_pretrained(model_name)
+        bytesampler: bool | None = None, repeats: int = 1, device: str = "cpu", dtype: str | None = None) -> dict[str, Any]:
+    torch_dtype = getattr(torch, dtype) if dtype else None
+    lm = ByteLM.from_pretrained(model_name, device=device, dtype=torch_dtype)
     methods: dict[str, Any] = {
-        "generate": lambda b: _model_generate(lm, prompts, n_bytes, b),
+        "generate": lambda b: _model_generate(lm, prompts, n_bytes, b, device),
         "handoff": lambda b: _byte_generate(lm, [lm], prompts, n_bytes, b, bytewise=False),
         "exact": lambda b: _byte_generate(lm, [lm], prompts, n_bytes, b),
     }
     if ensemble_with:
-        other = ByteLM.from_pretrained(ensemble_with)
+        other = ByteLM.from_pretrained(ensemble_with, device=device, dtype=torch_dtype)
         ens = Ensemble([lm, other])
         methods["ensemble"] = lambda b: _byte_generate(ens, [lm, other], prompts, n_bytes, b)
-    _model_generate(lm, prompts[:2], 4, 2)  # warm-up: allocation, thread start-up
+    _model_generate(lm, prompts[:2], 4, 2, device)  # warm-up: allocation, thread start-up
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
     bar = tqdm(total=repeats * len(methods) * len(batches), desc=f"bench batch {model_name}", unit="run")
     # Methods interleaved per batch size, and repeats outermost: drift in machine speed hits every
@@ -239,7 +240,7 @@ def run(model_name: str, n_bytes: int, batches: list[int], prompts: list[str], e
             r["ratio_to_generate"] = r["bytes_per_s"] / results["generate"][b]["bytes_per_s"]
             r["speedup_vs_batch1"] = r["bytes_per_s"] / per[str(batches[0])]["bytes_per_s"]
     return {"model": model_name, "ensemble_with": ensemble_with, "n_bytes": n_bytes, "batches": batches, "prompts": prompts, "repeats": repeats,
-            "torch_threads": torch.get_num_threads(), "device": "cpu", "results": results, "bytesampler": status}
+            "torch_threads": torch.get_num_threads(), "device": device, "dtype": dtype or "float32", "results": results, "bytesampler": status}
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -274,9 +275,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="method (e); default: run it when its environment exists")
     ap.add_argument("--repeats", type=int, default=1,
                     help="run every method this many times ((a)-(d) interleaved) and report each one's median-wall run")
+    ap.add_argument("--device", default="cpu", help="where the models run (cuda on a GPU machine; (e) stays on the CPU)")
+    ap.add_argument("--dtype", default=None, help="torch dtype name, e.g. bfloat16 (default: float32)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    result = run(args.model, args.bytes, args.batches, PROMPTS[: args.prompts], args.ensemble_with or None, args.bytesampler, args.repeats)
+    result = run(args.model, args.bytes, args.batches, PROMPTS[: args.prompts], args.ensemble_with or None, args.bytesampler, args.repeats,
+                 args.device, args.dtype)
     result["provenance"] = provenance(" ".join(["python", *sys.argv]), args.model)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = args.out or OUT_DIR / f"{args.model}-{args.bytes}B.json"

@@ -17,6 +17,8 @@ pub struct TokenTrie {
     /// Child ranges of the root by first byte, precomputed because every fresh token prefix needs
     /// all of them.
     root_children: Vec<Range<usize>>,
+    /// Sorted position of each token id (`u32::MAX`: not an ordinary token).
+    position: Vec<u32>,
 }
 
 /// A row of natural-log probabilities indexed by token id (f32 or f64, from numpy).
@@ -57,7 +59,11 @@ impl TokenTrie {
             order.push(*id);
         }
         starts.push(flat.len() as u32);
-        let mut trie = Self { order, flat, starts, root_children: Vec::new() };
+        let mut position = vec![u32::MAX; order.iter().map(|&id| id as usize + 1).max().unwrap_or(0)];
+        for (k, &id) in order.iter().enumerate() {
+            position[id as usize] = k as u32;
+        }
+        let mut trie = Self { order, flat, starts, root_children: Vec::new(), position };
         trie.root_children = (0..=255u8).map(|b| trie.range(&[b])).collect();
         trie
     }
@@ -80,6 +86,11 @@ impl TokenTrie {
     }
     pub fn order(&self) -> &[TokenId] {
         &self.order
+    }
+    /// Sorted position of token `id` (`None` for ids that are not ordinary tokens).
+    #[inline]
+    pub fn position_of(&self, id: TokenId) -> Option<usize> {
+        self.position.get(id as usize).filter(|&&k| k != u32::MAX).map(|&k| k as usize)
     }
     /// Sorted positions of all tokens whose bytes start with `prefix` (the subtree of that node).
     pub fn range(&self, prefix: &[u8]) -> Range<usize> {

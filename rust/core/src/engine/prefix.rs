@@ -115,6 +115,9 @@ impl Job {
 /// few whitespace tokens come back at every position.
 type PairMemo = FxHashMap<(PairLeft, u8), Arc<Vec<Option<bool>>>>;
 
+/// Solo pair verdicts by next byte (`pair_solo_verdicts`): the start of every left token's vector.
+type SoloMemo = FxHashMap<u8, Vec<Option<bool>>>;
+
 /// A job's verdicts: one shared vector (the pair rule settled every token; inside a space run
 /// hundreds of jobs share a few vectors of 137k entries, and copying them was most of the time),
 /// or the job's own with the tokens still to check left open.
@@ -125,7 +128,13 @@ enum JobVerdicts {
 
 /// Verdicts for a job's subtree that need no per-token check: the pair rule where it applies,
 /// then a forced piece boundary (`Shortcut`); what is left is `None` in `JobVerdicts::Own`.
-fn shortcut_verdicts(eng: &CoverEngine, job: &Job, pair_memo: &mut PairMemo, settled: &mut FxHashMap<usize, Arc<Vec<bool>>>) -> JobVerdicts {
+fn shortcut_verdicts(
+    eng: &CoverEngine,
+    job: &Job,
+    pair_memo: &mut PairMemo,
+    solo_memo: &mut SoloMemo,
+    settled: &mut FxHashMap<usize, Arc<Vec<bool>>>,
+) -> JobVerdicts {
     let (canon, trie) = (&eng.canon, &eng.trie);
     let (text, tail) = (job.text(eng), job.tail(eng));
     let next = eng.text[eng.nodes[job.node].end];
@@ -133,8 +142,8 @@ fn shortcut_verdicts(eng: &CoverEngine, job: &Job, pair_memo: &mut PairMemo, set
         pair_memo
             .entry((left, next))
             .or_insert_with(|| {
-                let screen = canon.pair_screen(left);
-                Arc::new(job.range.clone().map(|k| canon.pair_verdict(&screen, trie.id_at(k))).collect())
+                let solo = solo_memo.entry(next).or_insert_with(|| canon.pair_solo_verdicts(trie, job.range.clone()));
+                Arc::new(canon.pair_verdicts_in(&canon.pair_screen(left), trie, job.range.clone(), solo))
             })
             .clone()
     });
@@ -215,8 +224,8 @@ impl PrefixScorer {
         }
         // Verdicts the pre-tokenizer's boundary settles (canonical/boundary.rs); the rest are
         // (job, trie position) work items for per-token checks, split over threads.
-        let (mut pair_memo, mut settled) = (PairMemo::default(), FxHashMap::default());
-        let mut per_job: Vec<JobVerdicts> = jobs.iter().map(|job| shortcut_verdicts(eng, job, &mut pair_memo, &mut settled)).collect();
+        let (mut pair_memo, mut solo_memo, mut settled) = (PairMemo::default(), SoloMemo::default(), FxHashMap::default());
+        let mut per_job: Vec<JobVerdicts> = jobs.iter().map(|job| shortcut_verdicts(eng, job, &mut pair_memo, &mut solo_memo, &mut settled)).collect();
         let items: Vec<(usize, usize)> = jobs
             .iter()
             .enumerate()
@@ -533,6 +542,41 @@ mod tests {
             }
             eprintln!("{name}: {compared} pair verdicts equal the per-token checks ({open} left to them)");
             assert!(compared > 20_000, "{name}: only {compared} verdicts came from the pair rule");
+        }
+    }
+
+    /// The whole-range pair verdicts (`pair_verdicts_in`, from the index by first symbol) equal
+    /// the token-by-token ones (`pair_verdict`) for every token of the range, for 400 left tokens
+    /// spread over the vocabulary (and nothing on the left), after bytes that start words, spaces,
+    /// newlines, digits, punctuation and multi-byte characters.
+    #[test]
+    fn pair_verdicts_of_a_whole_range_equal_token_by_token_verdicts() {
+        let rels = ["models/gemma3-270m", "tokenizers/llama-spm", "tokenizers/mistral-v1", "tokenizers/phi-3"];
+        for (name, c, t) in real_tokenizers(&rels) {
+            let mut compared = 0u64;
+            let step = (c.vocab().n_ids() / 400).max(1);
+            let lefts = std::iter::once(None).chain((0..c.vocab().n_ids() as TokenId).step_by(step).map(Some));
+            for left_id in lefts {
+                for next in [b' ', b'a', b't', b'\n', b'1', b'.', b'(', 0xe4, 0xf0] {
+                    // A left token as the rule takes it: one that is the whole encoding of its bytes.
+                    let left = match left_id {
+                        None => PairLeft::NothingLeft,
+                        Some(id) => match c.pair_left(c.vocab().token_bytes(id).unwrap_or_default(), &[id], next) {
+                            Some(left) => left,
+                            None => continue,
+                        },
+                    };
+                    let screen = c.pair_screen(left);
+                    let range = t.range(&[next]);
+                    let whole = c.pair_verdicts_in(&screen, &t, range.clone(), &c.pair_solo_verdicts(&t, range.clone()));
+                    for (i, k) in range.enumerate() {
+                        assert_eq!(whole[i], c.pair_verdict(&screen, t.id_at(k)), "{name}: left {left_id:?}, token {}", t.id_at(k));
+                        compared += 1;
+                    }
+                }
+            }
+            eprintln!("{name}: {compared} whole-range pair verdicts equal the token-by-token ones");
+            assert!(compared > 1_000_000, "{name}: only {compared} verdicts compared");
         }
     }
 
