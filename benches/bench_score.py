@@ -13,6 +13,9 @@ heapq.py) and size, one run times (same process, same text):
 Results go to benches/results/score/<model>.json (with provenance) and a plot beside it.
 
     ./.ci/bootstrap python benches/bench_score.py --model smollm2-135m --sizes 256 1024 4096
+
+On a GPU machine add ``--device cuda`` (and ``--dtype bfloat16`` for half-width weights); the
+forward yardstick then waits for the GPU before and after it.
 """
 
 from __future__ import annotations
