@@ -24,7 +24,7 @@ from reference import RandomTokenLM, ReferenceTokenizer, sequence_logprob, toy_a
 from reference.oracle import RowCache, prefix_logprob
 from tokenizers import Tokenizer
 
-from bytecover import ByteLM, prefix_scoring
+from bytecover import ByteLM, _core, prefix_scoring
 
 TOL = 1e-9
 TOYS = list(toy_tokenizers())
@@ -183,3 +183,24 @@ def test_real_tokenizers_against_the_oracle(name: str) -> None:
     rows = RowCache(lm)
     for text in REAL_TEXTS:
         _check(blm, ref, lm, eos, text, rows)
+
+
+def test_verdicts_kept_across_texts_give_the_same_scores() -> None:
+    """Subtree verdicts are kept per tokenizer across scorers (`canonical/range_memo.rs`): a text
+    scored after others that share its words gets bit-identical scores to the same text scored
+    with the memo cleared, on a real byte-level BPE tokenizer."""
+    core, _ = loaded("smollm2-135m")
+    hf = Tokenizer.from_str(tokenizer_json("smollm2-135m"))
+    eos = sorted(core.special_ids)[:1] or [0]
+    blm = ByteLM(RandomTokenLM(core.n_ids, seed=3, eos_ids=eos, eos_bias=2.0), hf, eos_ids=eos)
+    texts = [b"the cat sat on the mat\n    if cat:\n", b"a hat, the cat; the   mat\n    if hat:\n        sat", b"the mat"]
+    blm.core.clear_verdict_memo()
+    warm = [blm.score(t) for t in texts]
+    assert blm.core.verdict_memo_len > 0
+    again = _core.PrefixScorer(blm.core, texts[2], eos)
+    assert again.remembered_verdicts > 0 and again.validity_checks == 0
+    for text, w in zip(texts, warm):
+        blm.core.clear_verdict_memo()
+        cold = blm.score(text)
+        assert np.array_equal(w.per_byte, cold.per_byte), text
+        assert w.logprob == cold.logprob

@@ -17,6 +17,7 @@
 
 mod boundary;
 mod pairs;
+pub mod range_memo;
 
 pub use boundary::InnerCut;
 pub(crate) use pairs::{PairLeft, PairScreen};
@@ -51,6 +52,9 @@ pub struct Canonicalizer {
     /// Every token's solo merge history, built on first use by the pair rule (`pairs.rs`);
     /// clones share it.
     histories: Arc<OnceLock<pairs::MergeHistories>>,
+    /// Verdicts of whole next-byte subtrees after a context, kept across scorers (`range_memo.rs`);
+    /// clones share it.
+    range_verdicts: Arc<range_memo::RangeVerdictMemo>,
 }
 
 impl Canonicalizer {
@@ -62,11 +66,17 @@ impl Canonicalizer {
         let added = AddedText::new(vocab.added_text().iter().cloned());
         let first_valid = Arc::new(boundary::FirstTokenMemo::new(vocab.n_ids()));
         let first_valid_non_space = Arc::new(boundary::FirstTokenMemo::new(vocab.n_ids()));
-        Ok(Self { vocab, pre, bpe, added, first_valid, first_valid_non_space, histories: Arc::new(OnceLock::new()) })
+        let range_verdicts = Arc::new(range_memo::RangeVerdictMemo::default());
+        Ok(Self { vocab, pre, bpe, added, first_valid, first_valid_non_space, histories: Arc::new(OnceLock::new()), range_verdicts })
     }
 
     pub fn vocab(&self) -> &Arc<Vocabulary> {
         &self.vocab
+    }
+
+    /// Subtree verdicts kept across scorers of this tokenizer (`range_memo.rs`).
+    pub fn range_verdicts(&self) -> &range_memo::RangeVerdictMemo {
+        &self.range_verdicts
     }
 
     /// Canonical encoding of internal bytes (start prefix included).

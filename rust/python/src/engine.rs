@@ -244,6 +244,12 @@ impl PyPrefixScorer {
     fn shortcut_verdicts(&self) -> u64 {
         self.inner.shortcut_verdicts
     }
+
+    /// Verdicts taken from the tokenizer's memo of earlier scorers (no check at all).
+    #[getter]
+    fn remembered_verdicts(&self) -> u64 {
+        self.inner.remembered_verdicts
+    }
 }
 
 /// Token healing baseline: where to cut, and which tokens stay allowed.

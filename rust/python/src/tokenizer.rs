@@ -80,6 +80,18 @@ impl PyTokenizer {
     fn is_valid(&self, py: Python<'_>, ids: Vec<TokenId>) -> PyResult<bool> {
         py.detach(|| self.inner.is_valid(&ids)).py_err()
     }
+    /// Forget the subtree validity verdicts kept across scorers of this tokenizer (a scorer
+    /// then decides every context afresh, as the first one did).
+    fn clear_verdict_memo(&self) {
+        self.inner.range_verdicts().clear();
+    }
+
+    /// Contexts whose subtree verdicts are kept across scorers.
+    #[getter]
+    fn verdict_memo_len(&self) -> usize {
+        self.inner.range_verdicts().len()
+    }
+
     fn trie(&self) -> PyTrie {
         PyTrie { trie: self.trie.clone(), n_logits: self.inner.vocab().n_logits() }
     }

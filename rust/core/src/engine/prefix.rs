@@ -83,6 +83,8 @@ pub struct PrefixScorer {
     pub validity_checks: u64,
     pub shortcut_verdicts: u64,
     pub memo_hits: u64,
+    /// Verdicts found in the tokenizer's memo of earlier scorers (`canonical/range_memo.rs`).
+    pub remembered_verdicts: u64,
 }
 
 /// Memo key of a subtree's verdicts: the text and tokens since the anchor or the last forced cut,
@@ -173,7 +175,17 @@ impl PrefixScorer {
         let bare_end = eng.at_bare_start_prefix();
         let eos_node =
             if bare_end { Some(0) } else { eng.nodes.iter().position(|nd| nd.end == n && eng.canon.complete_from(&eng.text[nd.anchor..nd.end], &nd.tail)) };
-        let mut s = Self { eng, scores: Vec::new(), children, eos_node, need_row: Vec::new(), validity_checks: 0, shortcut_verdicts: 0, memo_hits: 0 };
+        let mut s = Self {
+            eng,
+            scores: Vec::new(),
+            children,
+            eos_node,
+            need_row: Vec::new(),
+            validity_checks: 0,
+            shortcut_verdicts: 0,
+            memo_hits: 0,
+            remembered_verdicts: 0,
+        };
         s.decide_validity();
         Ok(s)
     }
@@ -189,6 +201,7 @@ impl PrefixScorer {
         // cut makes repeated words share: " the" has the same verdicts after every word.
         let mut memo: FxHashMap<VerdictKey, usize> = FxHashMap::default();
         let mut jobs: Vec<Job> = Vec::new(); // one per distinct context
+        let mut job_keys: Vec<VerdictKey> = Vec::new();
         let mut job_of: Vec<Option<usize>> = vec![None; eng.nodes.len()];
         let mut dead: Vec<NodeId> = Vec::new(); // nodes no extension of which is valid
         for (id, nd) in eng.nodes.iter().enumerate() {
@@ -211,9 +224,10 @@ impl PrefixScorer {
             };
             let key = (anchored[from..].to_vec(), nd.tail[skip..].to_vec(), eng.text[nd.end]);
             let next = jobs.len();
-            let j = *memo.entry(key).or_insert(next);
+            let j = *memo.entry(key.clone()).or_insert(next);
             if j == next {
                 jobs.push(Job { node: id, from, skip, range });
+                job_keys.push(key);
             } else {
                 self.memo_hits += 1;
             }
@@ -225,7 +239,18 @@ impl PrefixScorer {
         // Verdicts the pre-tokenizer's boundary settles (canonical/boundary.rs); the rest are
         // (job, trie position) work items for per-token checks, split over threads.
         let (mut pair_memo, mut solo_memo, mut settled) = (PairMemo::default(), SoloMemo::default(), FxHashMap::default());
-        let mut per_job: Vec<JobVerdicts> = jobs.iter().map(|job| shortcut_verdicts(eng, job, &mut pair_memo, &mut solo_memo, &mut settled)).collect();
+        // Contexts an earlier scorer of this tokenizer decided need nothing (`range_memo.rs`).
+        let kept = eng.canon.range_verdicts();
+        let found: Vec<Option<Arc<Vec<bool>>>> = job_keys.iter().map(|k| kept.get(k)).collect();
+        let remembered: Vec<bool> = found.iter().map(Option::is_some).collect();
+        let mut per_job: Vec<JobVerdicts> = jobs
+            .iter()
+            .zip(found)
+            .map(|(job, found)| match found {
+                Some(all) => JobVerdicts::Shared(all),
+                None => shortcut_verdicts(eng, job, &mut pair_memo, &mut solo_memo, &mut settled),
+            })
+            .collect();
         let items: Vec<(usize, usize)> = jobs
             .iter()
             .enumerate()
@@ -239,7 +264,9 @@ impl PrefixScorer {
             })
             .collect();
         self.validity_checks = items.len() as u64;
-        self.shortcut_verdicts = jobs.iter().map(|job| job.range.len() as u64).sum::<u64>() - self.validity_checks;
+        let range_total = |keep: bool| jobs.iter().zip(&remembered).filter(|(_, &r)| r == keep).map(|(job, _)| job.range.len() as u64).sum::<u64>();
+        self.remembered_verdicts = range_total(true);
+        self.shortcut_verdicts = range_total(false) - self.validity_checks;
         let check = |part: &[(usize, usize)]| -> Vec<bool> {
             let mut text = Vec::new();
             let mut t = Vec::new();
@@ -300,6 +327,11 @@ impl PrefixScorer {
                 JobVerdicts::Own(v) => Arc::new(v.into_iter().map(|x| x.expect("every token decided")).collect()),
             })
             .collect();
+        for ((key, verdicts), was_kept) in job_keys.into_iter().zip(&per_job).zip(&remembered) {
+            if !was_kept {
+                kept.insert(key, verdicts.clone());
+            }
+        }
         // Whether a job has a valid token at all, once per distinct vector (shared ones are many).
         let mut any_valid: FxHashMap<usize, bool> = FxHashMap::default();
         let mut need_row = vec![false; eng.nodes.len()];
@@ -644,6 +676,35 @@ mod tests {
             }
             assert!(scored > 0 && shortcut > 0, "{name}: {scored} texts scored, no verdict came from the shortcut");
             assert!(name == "tiny" || shared > 0, "{name}: no node shared another's verdicts");
+        }
+    }
+
+    /// Verdicts a scorer takes from the tokenizer's memo of earlier scorers (`range_memo.rs`) are
+    /// the ones it would decide itself: a text scored after others that share its words gets the
+    /// same verdicts for every node, and the same rows requested, as after the memo is cleared.
+    #[test]
+    fn verdicts_remembered_across_scorers_equal_fresh_ones() {
+        let texts: [&[u8]; 3] = [b"the cat and the hat\n    if x:\n", b"a hat, the cat; and  the\n    if y:\n        cat", b"the the the   cat"];
+        for (name, c, t) in tokenizers_for_shortcut() {
+            c.range_verdicts().clear();
+            let verdicts = |s: &PrefixScorer| -> Vec<Vec<bool>> { s.scores.iter().map(|sc| sc.valid.to_vec()).collect() };
+            let mut remembered = 0u64;
+            for (i, text) in texts.iter().enumerate() {
+                let Ok(warm) = PrefixScorer::new(c.clone(), t.clone(), text, vec![TINY_EOS], 2) else { continue };
+                remembered += warm.remembered_verdicts;
+                c.range_verdicts().clear();
+                let cold = PrefixScorer::new(c.clone(), t.clone(), text, vec![TINY_EOS], 2).unwrap();
+                assert_eq!(cold.remembered_verdicts, 0);
+                assert_eq!(verdicts(&warm), verdicts(&cold), "{name}: text {i}");
+                assert_eq!(warm.requests(), cold.requests(), "{name}: text {i}");
+                // Warm the memo again with every text so far, as a data set scored in order would.
+                c.range_verdicts().clear();
+                for earlier in &texts[..=i] {
+                    let _ = PrefixScorer::new(c.clone(), t.clone(), earlier, vec![TINY_EOS], 2);
+                }
+                assert!(!c.range_verdicts().is_empty(), "{name}: nothing kept after scoring");
+            }
+            assert!(name == "tiny" || remembered > 0, "{name}: no verdict was remembered across scorers");
         }
     }
 
