@@ -395,10 +395,10 @@ class HFTokenLM(TokenLMBase):
 
     def _make_room(self, q: int, paths: dict[int, list[RadixNode]]) -> bool:
         """Keep the attention window near what the batch reads and `q` free slots at the end:
-        move the batch's slots to the end when attending to the window's stale slots would cost more
-        than the move (`RELOCATE_RATIO`); compact (evicting
-        the least recently used prefixes if needed) when the arena is full. False when the
-        batch's own prefixes and new tokens do not fit in the arena at all."""
+        move the batch's slots to the end when attending to the window's stale slots would cost
+        more than the move (`RELOCATE_RATIO`); compact (evicting the least recently used
+        prefixes if needed) when the arena is full. False when the batch's own prefixes and new
+        tokens do not fit in the arena at all."""
         arena = self._arena_for()
         hot = {id(n): n for p in paths.values() for n in p}
         if len(hot) + q > arena.capacity:
