@@ -43,7 +43,7 @@ class RowMemo:
         third of the forward that made it."""
         missing = list(dict.fromkeys(k for k in keys if k not in self._rows))
         fresh = compute(missing) if missing else ComputedRows([], np.empty((0, self.width), dtype=np.float32))
-        if len(fresh.keys) == len(keys) and fresh.keys == list(keys):
+        if fresh.keys == list(keys):
             out = fresh.block
         else:
             at = {k: i for i, k in enumerate(fresh.keys)}

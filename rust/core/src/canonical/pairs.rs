@@ -269,13 +269,14 @@ impl Canonicalizer {
         let h = self.histories();
         let mut out = solo.to_vec();
         let PairLeft::Token(t) = screen.left else { return out };
+        let by_first = h.by_first();
         let mut candidates: Vec<usize> = Vec::new();
         for (w, &word) in screen.partners.iter().enumerate() {
             let mut bits = word;
             while bits != 0 {
                 let symbol = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                for &v in h.by_first().get(symbol).map_or(&[][..], Vec::as_slice) {
+                for &v in by_first.get(symbol).map_or(&[][..], Vec::as_slice) {
                     if let Some(k) = trie.position_of(v).filter(|k| range.contains(k)) {
                         candidates.push(k);
                     }

@@ -12,7 +12,8 @@ use crate::primitives::TokenId;
 use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 
-/// The text and tokens since the context's anchor or last forced cut, and the next byte.
+/// A context as scorers key its subtree's verdicts: the text and tokens since its anchor or last
+/// forced piece cut, and the next byte.
 pub type RangeKey = (Vec<u8>, Vec<TokenId>, u8);
 
 /// Verdicts held by default: 256 MB of one-byte verdicts.

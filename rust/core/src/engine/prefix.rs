@@ -32,6 +32,7 @@
 
 use super::shortcut::Shortcut;
 use super::{CoverEngine, EngineConfig, NodeId};
+use crate::canonical::range_memo::RangeKey;
 use crate::canonical::{Canonicalizer, PairLeft};
 use crate::error::{Error, Result};
 use crate::primitives::{log_add, TokenId};
@@ -86,10 +87,6 @@ pub struct PrefixScorer {
     /// Verdicts found in the tokenizer's memo of earlier scorers (`canonical/range_memo.rs`).
     pub remembered_verdicts: u64,
 }
-
-/// Memo key of a subtree's verdicts: the text and tokens since the anchor or the last forced cut,
-/// and the next byte.
-type VerdictKey = (Vec<u8>, Vec<TokenId>, u8);
 
 /// One distinct context whose subtree needs verdicts: a node's text and tokens from `from`
 /// bytes / `skip` tokens after its anchor (past a forced cut, `forced_cut_inside`), and the
@@ -199,9 +196,8 @@ impl PrefixScorer {
         // Distinct contexts: nodes with the same text and tokens since their anchor (or since
         // the last forced piece cut inside that text) and the same next byte share verdicts. The
         // cut makes repeated words share: " the" has the same verdicts after every word.
-        let mut memo: FxHashMap<VerdictKey, usize> = FxHashMap::default();
+        let mut memo: FxHashMap<RangeKey, usize> = FxHashMap::default();
         let mut jobs: Vec<Job> = Vec::new(); // one per distinct context
-        let mut job_keys: Vec<VerdictKey> = Vec::new();
         let mut job_of: Vec<Option<usize>> = vec![None; eng.nodes.len()];
         let mut dead: Vec<NodeId> = Vec::new(); // nodes no extension of which is valid
         for (id, nd) in eng.nodes.iter().enumerate() {
@@ -224,10 +220,9 @@ impl PrefixScorer {
             };
             let key = (anchored[from..].to_vec(), nd.tail[skip..].to_vec(), eng.text[nd.end]);
             let next = jobs.len();
-            let j = *memo.entry(key.clone()).or_insert(next);
+            let j = *memo.entry(key).or_insert(next);
             if j == next {
                 jobs.push(Job { node: id, from, skip, range });
-                job_keys.push(key);
             } else {
                 self.memo_hits += 1;
             }
@@ -241,6 +236,10 @@ impl PrefixScorer {
         let (mut pair_memo, mut solo_memo, mut settled) = (PairMemo::default(), SoloMemo::default(), FxHashMap::default());
         // Contexts an earlier scorer of this tokenizer decided need nothing (`range_memo.rs`).
         let kept = eng.canon.range_verdicts();
+        let mut job_keys: Vec<RangeKey> = vec![Default::default(); jobs.len()];
+        for (key, j) in memo {
+            job_keys[j] = key;
+        }
         let found: Vec<Option<Arc<Vec<bool>>>> = job_keys.iter().map(|k| kept.get(k)).collect();
         let remembered: Vec<bool> = found.iter().map(Option::is_some).collect();
         let mut per_job: Vec<JobVerdicts> = jobs
