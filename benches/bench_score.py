@@ -7,8 +7,10 @@ heapq.py) and size, one run times (same process, same text):
   yardstick;
 * ``score``: `ByteLM.score(text)` (exact prefix probabilities), with its engine and model time
   and rows;
+* ``whole``: `ByteLM.score(text, per_byte=False)` (the same logprob, P(x...) and bits per byte,
+  no per-byte surprisal), timed the same way;
 * ``batch``: with ``--batch N``, N copies of the kind's texts (different slices) scored by one
-  ``score(list)`` call against N calls one at a time.
+  ``score(list)`` call against N calls one at a time, with and without ``per_byte``.
 
 Results go to benches/results/score/<model>.json (with provenance) and a plot beside it.
 
@@ -92,6 +94,15 @@ def run(model_name: str, kinds: list[str], sizes: list[int], batch: int, device:
             rec = {"kind": kind, "bytes": len(data), "tokens": n_tok, "forward_s": fwd, "score_s": sec, "ratio": sec / fwd,
                    "bytes_per_s": len(data) / sec, "engine_s": st.engine_seconds, "model_s": st.model_seconds,
                    "rows": st.rows, "model_calls": st.model_calls, "bits_per_byte": s.bits_per_byte}
+            lm.token_lm.reset_cache()  # type: ignore[attr-defined]
+            lm.core.clear_verdict_memo()
+            t0 = time.perf_counter()
+            w = lm.score(data, per_byte=False)
+            sec = time.perf_counter() - t0
+            st = lm.last_score_stats
+            rec.update({"whole_s": sec, "whole_ratio": sec / fwd, "whole_bytes_per_s": len(data) / sec, "whole_engine_s": st.engine_seconds,
+                        "whole_model_s": st.model_seconds, "whole_rows": st.rows, "whole_model_calls": st.model_calls,
+                        "whole_bits_per_byte": w.bits_per_byte})
             print(json.dumps(rec), flush=True)
             rows.append(rec)
     out: dict[str, Any] = {"model": model_name, "device": device, "dtype": dtype or "float32", "results": rows}
@@ -124,8 +135,18 @@ def run(model_name: str, kinds: list[str], sizes: list[int], batch: int, device:
         t0 = time.perf_counter()
         lm.score(texts)
         many = time.perf_counter() - t0
+        cold()
+        t0 = time.perf_counter()
+        for t in texts:
+            lm.score(t, per_byte=False)
+        whole_one = time.perf_counter() - t0
+        cold()
+        t0 = time.perf_counter()
+        lm.score(texts, per_byte=False)
+        whole_many = time.perf_counter() - t0
         out["batch"] = {"n": batch, "bytes_each": size, "one_at_a_time_no_memo_s": each_cold, "one_at_a_time_s": one, "together_s": many,
-                        "speedup": one / many, "memo_speedup": each_cold / one}
+                        "speedup": one / many, "memo_speedup": each_cold / one, "whole_one_at_a_time_s": whole_one,
+                        "whole_together_s": whole_many, "whole_speedup": whole_one / whole_many}
         print(json.dumps(out["batch"]), flush=True)
     return out
 
@@ -139,14 +160,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for kind in sorted({r["kind"] for r in result["results"]}):
         rs = [r for r in result["results"] if r["kind"] == kind]
-        ax.plot([r["bytes"] for r in rs], [r["ratio"] for r in rs], marker="o", label=kind)
+        line = ax.plot([r["bytes"] for r in rs], [r["ratio"] for r in rs], marker="o", label=f"{kind}, per byte")[0]
+        if all("whole_ratio" in r for r in rs):
+            ax.plot([r["bytes"] for r in rs], [r["whole_ratio"] for r in rs], marker="s", linestyle=":", color=line.get_color(),
+                    label=f"{kind}, whole text (per_byte=False)")
     ax.axhline(3.0, color="grey", linestyle="--", label="target (3x one forward)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("text bytes")
     ax.set_ylabel("score time / one forward")
     ax.set_title(f"exact scoring, {result['model']}")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +117,38 @@ def test_smollm2_batched_generation_and_scoring_equal_one_at_a_time(smol: ByteLM
     for a, b in zip(one, many):
         np.testing.assert_allclose(b.per_byte, a.per_byte, atol=1e-4)
         assert abs(a.logprob - b.logprob) < 1e-4
+    # Whole-text values without per-byte surprisal: the same numbers (float32 rows computed in
+    # different forwards differ in the last bits), from about one row per canonical token.
+    whole = smol.score(texts, per_byte=False)
+    for t, a, w in zip(texts, one, whole):
+        assert w.per_byte is None
+        assert abs(a.prefix_logprob - w.prefix_logprob) < 1e-4 and abs(a.logprob - w.logprob) < 1e-4
+        assert smol.last_score_stats.rows <= sum(len(smol.core.encode(x.encode())) + 8 for x in texts)
+
+
+def test_score_cli_writes_one_json_line_per_file(smol: ByteLM, tmp_path: Path) -> None:
+    """`bytecover score` on real files: the library's values, per-byte surprisal only when
+    asked; a missing file is a clear error before any model is loaded."""
+    texts = {"a.txt": "Hello, world!\n", "b.py": "def f(x):\n    return  x\n"}
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text)
+    files = [str(tmp_path / n) for n in texts]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bytecover", "score", *args], capture_output=True, text=True, timeout=300)
+
+    for extra in ([], ["--per-byte"]):
+        run = cli(*files, "--model", "smollm2-135m", *extra)
+        assert run.returncode == 0, run.stderr
+        recs = [json.loads(line) for line in run.stdout.splitlines()]
+        assert [r["file"] for r in recs] == files
+        for r, text in zip(recs, texts.values()):
+            want = smol.score(text)
+            assert r["bytes"] == len(text.encode()) and abs(r["bits_per_byte"] - want.bits_per_byte) < 1e-5
+            assert abs(r["logprob"] - want.logprob) < 1e-4
+            if extra:
+                assert len(r["per_byte"]) == r["bytes"] and abs(sum(r["per_byte"]) - r["bits_per_byte"] * r["bytes"]) < 1e-3
+            else:
+                assert "per_byte" not in r
+    bad = cli(str(tmp_path / "nope.txt"), "--model", "smollm2-135m")
+    assert bad.returncode == 2 and "not a readable file" in bad.stderr and "nope.txt" in bad.stderr

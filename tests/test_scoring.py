@@ -5,8 +5,10 @@ log P(x[:j+1]...), with P(x...) the oracle's total cover mass; `logprob` is the 
 sequence's log-likelihood plus log p(EOS); both to 1e-9 on every toy tokenizer (all short texts
 and hypothesis-drawn ones with space runs, CR LF, tabs, CJK and emoji) and on real tokenizers
 (SmolLM2, Qwen2.5, Gemma-3, Llama-3, Mistral) with a synthetic float64 LM. ``normalise=True``
-equals the byte-by-byte normalised next-byte distributions (the former `score`). Lists, windows
-and the rows a text needs are checked too.
+equals the byte-by-byte normalised next-byte distributions (the former `score`). ``per_byte=False``
+(only P(x...) and the end-of-text term, at about one forward's rows) gives the same values against
+the same oracle, and a scorer asked for a few offsets (`at`) gives the full scorer's values there.
+Lists, windows and the rows a text needs are checked too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from reference.oracle import RowCache, prefix_logprob
 from tokenizers import Tokenizer
 
 from bytecover import ByteLM, _core, prefix_scoring
+from bytecover.gateway import CallStats
 
 TOL = 1e-9
 TOYS = list(toy_tokenizers())
@@ -55,11 +58,15 @@ def _check(blm: ByteLM, ref: ReferenceTokenizer, lm, eos: list[int], text: bytes
         canonical = ref.is_valid(ids) and (ref.decode(ids) if ids else ref.start_prefix) == ref.start_prefix + text
     except (ValueError, UnicodeDecodeError):
         canonical = False
+    whole = blm.score(text, per_byte=False)
+    assert whole.per_byte is None and whole.n_bytes == len(text)
+    assert abs(whole.prefix_logprob - want[-1]) <= TOL * max(1.0, abs(want[-1])), (text, whole.prefix_logprob, want[-1])
     if canonical:
         ll = _token_ll(lm, ids, eos)
         assert abs(s.logprob - ll) <= TOL * max(1.0, abs(ll)), (text, s.logprob, ll)
+        assert abs(whole.logprob - ll) <= TOL * max(1.0, abs(ll)), (text, whole.logprob, ll)
     else:  # invalid UTF-8 at the end: the text cannot end there
-        assert s.logprob == -math.inf, (text, s.logprob)
+        assert s.logprob == -math.inf and whole.logprob == -math.inf, (text, s.logprob, whole.logprob)
 
 
 def _spells(blm: ByteLM, text: bytes) -> bool:
@@ -154,6 +161,62 @@ def test_windows_tile_the_text_and_keep_their_context() -> None:
         np.testing.assert_allclose(-np.diff(r.log_prefix)[start:end] / LN2, alone.per_byte[start - ctx :], rtol=0, atol=1e-12)
 
 
+def test_whole_text_values_in_windows_equal_the_per_byte_path() -> None:
+    """With windows, `per_byte=False` sums each window's ratio P(window...) / P(its context...)
+    from the two ends alone; the per-byte path sums the same ratios byte by byte."""
+    eos, ref, hf = _toy("ws_bytelevel")
+    lm = RandomTokenLM(hf.get_vocab_size(), seed=4, eos_ids=eos, eos_bias=1.0)
+    blm = ByteLM(lm, hf, eos_ids=eos)
+    text = b"ab a\nba ab\n\nab ba a b  ab\n"
+    kw = dict(max_tokens=prefix_scoring.WINDOW_MARGIN + 10, overlap=4)
+    [full] = prefix_scoring.score_texts(blm.spec, [text], **kw)
+    [whole] = prefix_scoring.score_texts(blm.spec, [text], per_byte=False, **kw)
+    assert whole.windows == full.windows > 2
+    assert whole.log_prefix[-1] == pytest.approx(full.log_prefix[-1], abs=1e-9)
+    assert whole.logprob == pytest.approx(full.logprob, abs=1e-9)
+    assert whole.rows <= full.rows
+    assert np.isnan(whole.log_prefix[1:-1]).sum() == len(text) - whole.windows
+
+
+@pytest.mark.parametrize("name", ["ab_overlap", "ws_bytelevel", "sp_dummy"])
+def test_a_scorer_asked_for_some_offsets_gives_the_full_values_there(name: str) -> None:
+    """`PrefixScorer(at=...)` keeps only the nodes the wanted offsets need; there its values
+    equal the full scorer's, every other offset is NaN, and it never asks for more rows."""
+    eos, ref, hf = _toy(name)
+    lm = RandomTokenLM(hf.get_vocab_size(), seed=9, eos_ids=eos, eos_bias=1.0)
+    blm = ByteLM(lm, hf, eos_ids=eos)
+
+    def run(text: bytes, at: list[int] | None) -> tuple[np.ndarray, float, int]:
+        sc = _core.PrefixScorer(blm.core, text, eos, at=at)
+        reqs = sc.requests()
+        if reqs:
+            sc.provide_rows([r.node for r in reqs], blm.spec.gateway.rows([tuple(r.tokens) for r in reqs], CallStats()))
+        res = sc.result()
+        asked = len(reqs)
+        return np.asarray(res.log_prefix), res.log_eos, asked
+
+    alphabet = list(toy_alphabet(name)) + [p for p in ["  ", "\n"] if _spells(blm, p.encode())]
+
+    @settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(parts=st.lists(st.sampled_from(alphabet), min_size=1, max_size=6), data=st.data())
+    def drawn(parts: list[str], data: st.DataObject) -> None:
+        text = "".join(parts).encode()
+        at = data.draw(st.lists(st.integers(0, len(text)), max_size=3))
+        full, full_eos, full_asked = run(text, None)
+        some, some_eos, some_asked = run(text, at)
+        for m in range(len(text) + 1):
+            if m in at or m == 0:
+                assert some[m] == pytest.approx(full[m], abs=1e-12, nan_ok=True), (text, at, m)
+            else:
+                assert np.isnan(some[m]), (text, at, m)
+        assert some_eos == pytest.approx(full_eos, abs=1e-12) or some_eos == full_eos == -math.inf
+        assert some_asked <= full_asked
+
+    drawn()
+    with pytest.raises(ValueError, match="past the end"):
+        _core.PrefixScorer(blm.core, b"ab", eos, at=[3])
+
+
 def test_rows_only_where_a_valid_next_token_exists() -> None:
     """A token prefix none of whose next-byte tokens is valid needs no row: `[a, b]` spells "ab"
     on the byte-level toy but cannot be continued by "a" or " " (the toy merges them)."""
@@ -204,3 +267,20 @@ def test_verdicts_kept_across_texts_give_the_same_scores() -> None:
         cold = blm.score(text)
         assert np.array_equal(w.per_byte, cold.per_byte), text
         assert w.logprob == cold.logprob
+
+
+def test_whole_text_values_need_about_one_row_per_canonical_token() -> None:
+    """On a real byte-level BPE tokenizer, `per_byte=False` fetches the canonical encoding's
+    prefixes and a few token prefixes near the end (what one forward computes, plus a handful),
+    against more than twice as many for the per-byte path, with the same values."""
+    core, _ = loaded("smollm2-135m")
+    hf = Tokenizer.from_str(tokenizer_json("smollm2-135m"))
+    eos = sorted(core.special_ids)[:1] or [0]
+    blm = ByteLM(RandomTokenLM(core.n_ids, seed=5, eos_ids=eos, eos_bias=2.0), hf, eos_ids=eos)
+    text = b"Scoring a given text needs, per byte, the covers of its prefix.\n    if x:\n        return  y\n"
+    [full] = prefix_scoring.score_texts(blm.spec, [text])
+    [whole] = prefix_scoring.score_texts(blm.spec, [text], per_byte=False)
+    tokens = len(blm.core.encode(text))
+    assert whole.rows <= tokens + 8 < full.rows / 1.5, (whole.rows, tokens, full.rows)
+    assert whole.log_prefix[-1] == pytest.approx(full.log_prefix[-1], abs=1e-9)
+    assert whole.logprob == pytest.approx(full.logprob, abs=1e-9)

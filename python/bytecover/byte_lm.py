@@ -159,14 +159,15 @@ class ByteLM(ByteModel):
         rows = self.spec.gateway.rows_by_prefix(seqs, stats, batch=SCORING_BATCH)
         return ByteState(self.spec, b"", row_cache=rows, stats=stats)
 
-    def prefix_scores(self, texts: list[bytes]) -> list[Score]:
+    def prefix_scores(self, texts: list[bytes], *, per_byte: bool = True) -> list[Score]:
         """`score` from exact prefix probabilities (`bytecover.prefix_scoring`): the rows of all
-        texts in shared requests, long texts in windows of the model's context."""
+        texts in shared requests, long texts in windows of the model's context; with
+        `per_byte=False` only the rows the whole text's values need."""
         stats = CallStats()
         out = []
-        for data, r in zip(texts, score_texts(self.spec, texts, stats=stats)):
-            per_byte = -np.diff(r.log_prefix) / math.log(2)
-            out.append(Score(logprob=r.logprob, prefix_logprob=float(r.log_prefix[-1]), per_byte=per_byte, noncanonical_nats=0.0,
+        for data, r in zip(texts, score_texts(self.spec, texts, stats=stats, per_byte=per_byte)):
+            surprisal = -np.diff(r.log_prefix) / math.log(2) if per_byte else None
+            out.append(Score(logprob=r.logprob, prefix_logprob=float(r.log_prefix[-1]), per_byte=surprisal, noncanonical_nats=0.0,
                              n_bytes=len(data), windows=r.windows))
         self.last_score_stats = stats
         return out

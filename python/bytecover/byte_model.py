@@ -49,10 +49,10 @@ class Score:
     """log P(the text starts with these bytes). Default: exactly log P(x...) (the sum of
     `per_byte` in nats). Normalised: the sum of normalised next-byte log-probabilities (lower than
     log P(x...) by `noncanonical_nats` up to the last byte)."""
-    per_byte: np.ndarray
+    per_byte: np.ndarray | None
     """Surprisal of each byte in bits. Default: log2 P(x[:j]...) - log2 P(x[:j+1]...), the ratio of
     consecutive prefix probabilities. Normalised: -log2 of the byte's probability in the
-    normalised 257-way next-byte distribution after x[:j]."""
+    normalised 257-way next-byte distribution after x[:j]. None with ``score(per_byte=False)``."""
     noncanonical_nats: float
     """Mass the model put on token sequences no text encodes to, removed by the engine (nats;
     summed over the bytes). 0 by default: the prefix-probability ratios remove nothing."""
@@ -211,42 +211,47 @@ class ByteModel:
         yield from chosen_bytes(state, cfg, rng)
 
     @overload
-    def score(self, text: Text, *, normalise: bool = ...) -> Score: ...
+    def score(self, text: Text, *, normalise: bool = ..., per_byte: bool = ...) -> Score: ...
     @overload
-    def score(self, text: list[Text] | tuple[Text, ...], *, normalise: bool = ...) -> list[Score]: ...
-    def score(self, text: Text | list[Text] | tuple[Text, ...], *, normalise: bool = False) -> Score | list[Score]:
+    def score(self, text: list[Text] | tuple[Text, ...], *, normalise: bool = ..., per_byte: bool = ...) -> list[Score]: ...
+    def score(self, text: Text | list[Text] | tuple[Text, ...], *, normalise: bool = False, per_byte: bool = True) -> Score | list[Score]:
         """Exact byte-level likelihood of `text`, or of each text of a list (see `Score` for what
         each field is).
 
         Default: prefix probabilities (`bytecover.prefix_scoring`): one model row per valid
         token prefix along the text, validity decided only for tokens starting with each
         prefix's next byte; a list's rows are fetched in shared requests.
+        ``per_byte=False``: only `logprob`, `prefix_logprob` and `bits_per_byte` (`per_byte` is
+        None), the same values at about the cost of one forward: the rows of the canonical
+        encoding's prefixes and of the few token prefixes that can end a cover of the whole text.
         ``normalise=True``: the full 257-way next-byte distribution at every byte (the whole
         vocabulary's validity at every fresh token prefix, and a row for every token prefix;
-        tens to hundreds of times slower), which also reports the non-canonical mass."""
+        tens to hundreds of times slower), which also reports the non-canonical mass; it costs
+        the same with ``per_byte=False``."""
         batch = _is_batch(text)
         texts = [as_bytes(t) for t in (cast(Sequence[Text], text) if batch else [cast(Text, text)])]
         if normalise:
-            scores = [self._normalised_score(d) for d in texts]
+            scores = [self._normalised_score(d, per_byte=per_byte) for d in texts]
         else:
-            scores = self.prefix_scores(texts)
+            scores = self.prefix_scores(texts, per_byte=per_byte)
         return scores if batch else scores[0]
 
-    def prefix_scores(self, texts: list[bytes]) -> list[Score]:
+    def prefix_scores(self, texts: list[bytes], *, per_byte: bool = True) -> list[Score]:
         """`score` from prefix probabilities; models without them (ensembles, whose per-byte
         values are combinations of normalised distributions) use the normalised form."""
-        return [self._normalised_score(d) for d in texts]
+        return [self._normalised_score(d, per_byte=per_byte) for d in texts]
 
-    def _normalised_score(self, data: bytes) -> Score:
+    def _normalised_score(self, data: bytes, *, per_byte: bool = True) -> Score:
         state = self.scoring_state(data)
-        per_byte = np.empty(len(data))
+        surprisal = np.empty(len(data))
         removed = 0.0
         for i, b in enumerate(data):
             d = state.distribution()
             removed += d.removed_nats
-            per_byte[i] = -float(d.logprobs[b]) / math.log(2)
+            surprisal[i] = -float(d.logprobs[b]) / math.log(2)
             state.advance(b)
         d = state.distribution()
         removed += d.removed_nats
-        prefix_lp = float(-per_byte.sum() * math.log(2))
-        return Score(logprob=prefix_lp + float(d.logprobs[EOS]), prefix_logprob=prefix_lp, per_byte=per_byte, noncanonical_nats=removed, n_bytes=len(data), normalised=True)
+        prefix_lp = float(-surprisal.sum() * math.log(2))
+        return Score(logprob=prefix_lp + float(d.logprobs[EOS]), prefix_logprob=prefix_lp, per_byte=surprisal if per_byte else None,
+                     noncanonical_nats=removed, n_bytes=len(data), normalised=True)

@@ -14,6 +14,11 @@ arrive. The rows of every text in a call are fetched together, `batch` token pre
 gateway request (shortest first, so a backend with a prefix cache reuses each trunk; as many per
 request as `ROW_BLOCK_BYTES` of rows allow, so the backend's forwards are large).
 
+With ``per_byte=False`` only P(x...) and the end-of-text term are wanted: each scorer is asked for
+the prefix probabilities at its window's two ends (`_core.PrefixScorer`'s ``at``), so its rows are
+the canonical encoding's prefixes (what one forward computes) and the few token prefixes within a
+token's length of those ends, and only those few need validity verdicts.
+
 Long texts are scored in windows whose canonical encoding fits the model's context (see
 `windows`): every byte is scored once, in the first window that contains it, and a window after
 the first starts `overlap` bytes before the first byte it scores, so those bytes are context. A
@@ -70,7 +75,8 @@ class PrefixScore:
 
     log_prefix: np.ndarray
     """``log_prefix[j]`` = log P(the text starts with its first j bytes), j = 0..len (with
-    windows: the sum of the per-window ratios up to j)."""
+    windows: the sum of the per-window ratios up to j). With ``per_byte=False`` only at 0 and at
+    the windows' ends; NaN elsewhere."""
     logprob: float
     """log P(text, then end of text): log p(encode(x)) + log p(EOS | encode(x)) in one window;
     with windows, log P(x...) plus the last window's log P(EOS | its text)."""
@@ -122,11 +128,11 @@ def windows(spec: ByteSpec, data: bytes, *, max_tokens: int | None = None, overl
 
 def score_texts(spec: ByteSpec, texts: Sequence[bytes], *, stats: CallStats | None = None, batch: int | None = None,
                 max_tokens: int | None = None, overlap: int = 1024, threads: int | None = None,
-                progress: Callable[[int], None] | None = None) -> list[PrefixScore]:
+                progress: Callable[[int], None] | None = None, per_byte: bool = True) -> list[PrefixScore]:
     """Exact prefix probabilities of each text (see the module doc). The rows of all texts (all
     their windows) are fetched together through the gateway, `batch` token prefixes per request.
     `batch=None` takes `row_batch` of the model's vocabulary. `progress(k)` is called as k more
-    rows have been provided."""
+    rows have been provided. `per_byte=False`: only at the windows' ends (module doc)."""
     stats = stats if stats is not None else CallStats()
     batch = batch if batch is not None else row_batch(spec.gateway.vocab_size)
     plans: list[list[tuple[int, int, int]]] = []
@@ -138,9 +144,10 @@ def score_texts(spec: ByteSpec, texts: Sequence[bytes], *, stats: CallStats | No
                                  "turns into a control token with no bytes; remove it before scoring")
         plan = windows(spec, data, max_tokens=max_tokens, overlap=overlap)
         plans.append(plan)
-        for ctx, _, end in plan:
+        for ctx, start, end in plan:
+            ends = None if per_byte else [start - ctx, end - ctx]  # the offsets whose P(x[:m]...) are wanted
             with stats.engine_time():
-                scorers.append(_core.PrefixScorer(spec.core, data[ctx:end], list(spec.eos_ids), threads=threads))
+                scorers.append(_core.PrefixScorer(spec.core, data[ctx:end], list(spec.eos_ids), threads=threads, at=ends))
     # Every scorer's requests, shortest first across texts (shared trunks are fed once).
     wanted: list[tuple[int, int, tuple[int, ...]]] = []
     for i, sc in enumerate(scorers):
@@ -166,7 +173,8 @@ def score_texts(spec: ByteSpec, texts: Sequence[bytes], *, stats: CallStats | No
     at_scorer = 0
     for t, data in enumerate(texts):
         plan = plans[t]
-        log_prefix = np.zeros(len(data) + 1)
+        log_prefix = np.zeros(len(data) + 1) if per_byte else np.full(len(data) + 1, np.nan)
+        log_prefix[0] = 0.0
         logprob = canonical = 0.0
         nodes = 0
         for w, (ctx, start, end) in enumerate(plan):
@@ -174,9 +182,12 @@ def score_texts(spec: ByteSpec, texts: Sequence[bytes], *, stats: CallStats | No
             at_scorer += 1
             res = sc.result()
             lp = np.asarray(res.log_prefix)  # offsets relative to ctx
-            # Scored bytes [start, end): ratios of consecutive prefix probabilities in this window.
-            ratios = np.diff(lp[start - ctx :])
-            log_prefix[start + 1 : end + 1] = log_prefix[start] + np.cumsum(ratios)
+            if per_byte:
+                # Scored bytes [start, end): ratios of consecutive prefix probabilities in this window.
+                ratios = np.diff(lp[start - ctx :])
+                log_prefix[start + 1 : end + 1] = log_prefix[start] + np.cumsum(ratios)
+            else:
+                log_prefix[end] = log_prefix[start] + lp[end - ctx] - lp[start - ctx]
             if w == len(plan) - 1:
                 logprob = float(log_prefix[-1] + (res.log_eos - lp[-1])) if math.isfinite(res.log_eos) else -math.inf
                 canonical = float(res.log_canonical)

@@ -351,7 +351,7 @@ def evaluate(
         chunk, _ = done[ci]
         for label, mode, ww in ens_specs:
             sc = Ensemble([models[n] for n in names], weights=ww, mode="product" if mode == "product" else "mixture").score(chunk.data)
-            diff = float(np.max(np.abs(sc.per_byte - systems[label][ci])))
+            diff = float(np.max(np.abs(np.asarray(sc.per_byte) - systems[label][ci])))
             verify.append({"chunk": ci, "system": label, "max_abs_diff_bits": diff})
 
     return {

@@ -7,6 +7,7 @@ use crate::tokenizer::PyTokenizer;
 use bytecover_core::engine::{CoverChoice, CoverEngine, EngineConfig, Pick, PrefixScorer, Refinement};
 use bytecover_core::{healing, TokenId};
 use numpy::{PyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -189,13 +190,23 @@ pub struct PyPrefixScorer {
 #[pymethods]
 impl PyPrefixScorer {
     /// Find every valid token prefix along user text `text` and decide the validity the scoring
-    /// needs (no model). `eos_ids` are the ids whose mass is end of text.
+    /// needs (no model). `eos_ids` are the ids whose mass is end of text. `at`: the user byte
+    /// offsets whose prefix probabilities are wanted (None: all; with a few, only the nodes
+    /// those need get verdicts and rows, and the other offsets of `result().log_prefix` are NaN).
     #[new]
-    #[pyo3(signature = (tokenizer, text, eos_ids, threads=None))]
-    fn new(py: Python<'_>, tokenizer: &PyTokenizer, text: &[u8], eos_ids: Vec<TokenId>, threads: Option<usize>) -> PyResult<Self> {
+    #[pyo3(signature = (tokenizer, text, eos_ids, threads=None, at=None))]
+    fn new(py: Python<'_>, tokenizer: &PyTokenizer, text: &[u8], eos_ids: Vec<TokenId>, threads: Option<usize>, at: Option<Vec<usize>>) -> PyResult<Self> {
         let threads = threads.unwrap_or_else(|| EngineConfig::default().threads);
+        if let Some(&bad) = at.iter().flatten().find(|&&m| m > text.len()) {
+            return Err(PyValueError::new_err(format!("offset {bad} in `at` is past the end of the {}-byte text", text.len())));
+        }
         let (c, t, p) = (tokenizer.inner.clone(), tokenizer.trie.clone(), text.to_vec());
-        let inner = py.detach(move || PrefixScorer::new(c, t, &p, eos_ids, threads)).py_err()?;
+        let inner = py
+            .detach(move || match at {
+                None => PrefixScorer::new(c, t, &p, eos_ids, threads),
+                Some(at) => PrefixScorer::at_offsets(c, t, &p, eos_ids, threads, &at),
+            })
+            .py_err()?;
         Ok(Self { inner })
     }
 

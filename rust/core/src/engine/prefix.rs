@@ -16,6 +16,13 @@
 //! (parents before children); `provide_row` reduces each row at once to that node's masses
 //! M(T, m) (a handful of numbers: the row is not kept); `result()` sums the covers.
 //!
+//! Only some offsets (`PrefixScorer::at_offsets`): when P(x[..m] ...) is wanted at a few m only
+//! (the whole text's, for bits per byte), a node T matters only if a valid token starting with
+//! x[end(T)..m] covers some wanted m; it gets its subtree's verdicts and a row, its ancestors get
+//! rows for the steps p(T) is made of, and every other node gets neither. Along a text that is
+//! the canonical encoding's prefixes (the rows one forward computes) and the few nodes within a
+//! token's length of each wanted offset.
+//!
 //! Speed notes (what was measured, SmolLM2 tokenizer, 2 shared cores):
 //! * The eager engine decides the validity of all ~49k tokens at every fresh node (0.3 s a word
 //!   of prose, seconds after an indentation run); here a node checks only the tokens starting
@@ -79,6 +86,8 @@ pub struct PrefixScorer {
     children: Vec<Vec<NodeId>>,
     eos_node: Option<NodeId>,
     need_row: Vec<bool>,
+    /// Internal offsets m where P(x[..m] ...) is wanted (`at_offsets`); None: every offset.
+    wanted: Option<Vec<bool>>,
     /// Per-token validity checks run, verdicts settled by a forced piece boundary instead
     /// (`canonical/boundary.rs`), and nodes that shared another node's verdicts.
     pub validity_checks: u64,
@@ -160,6 +169,25 @@ fn shortcut_verdicts(
 impl PrefixScorer {
     /// Every valid token prefix along user text `text`, with its subtree's validity decided.
     pub fn new(canon: Arc<Canonicalizer>, trie: Arc<TokenTrie>, text: &[u8], eos: Vec<TokenId>, threads: usize) -> Result<Self> {
+        Self::build(canon, trie, text, eos, threads, None)
+    }
+
+    /// A scorer of P(x[..m] ...) at the user offsets `offsets` only (each at most `text.len()`),
+    /// and of the end-of-text term: verdicts and rows only for the nodes these need (module doc).
+    /// `result().log_prefix` is NaN at every other offset past the start prefix.
+    pub fn at_offsets(canon: Arc<Canonicalizer>, trie: Arc<TokenTrie>, text: &[u8], eos: Vec<TokenId>, threads: usize, offsets: &[usize]) -> Result<Self> {
+        if let Some(&bad) = offsets.iter().find(|&&m| m > text.len()) {
+            return Err(Error::Protocol(format!("offset {bad} is past the end of the {}-byte text", text.len())));
+        }
+        let start = canon.vocab().start_prefix().len();
+        let mut wanted = vec![false; start + text.len() + 1];
+        for &m in offsets {
+            wanted[start + m] = true;
+        }
+        Self::build(canon, trie, text, eos, threads, Some(wanted))
+    }
+
+    fn build(canon: Arc<Canonicalizer>, trie: Arc<TokenTrie>, text: &[u8], eos: Vec<TokenId>, threads: usize, wanted: Option<Vec<bool>>) -> Result<Self> {
         let cfg = EngineConfig { tolerance: 0.0, threads: threads.max(1), lazy: false };
         let eng = CoverEngine::new(canon, trie, text, eos, cfg)?;
         let n = eng.text.len();
@@ -178,6 +206,7 @@ impl PrefixScorer {
             children,
             eos_node,
             need_row: Vec::new(),
+            wanted,
             validity_checks: 0,
             shortcut_verdicts: 0,
             memo_hits: 0,
@@ -205,10 +234,10 @@ impl PrefixScorer {
                 continue;
             }
             let range = eng.trie.range(&eng.text[nd.end..nd.end + 1]);
-            scores[id].subtree = range.clone();
-            if range.is_empty() {
+            if range.is_empty() || !self.wanted.as_ref().is_none_or(|w| self.covers_a_wanted_offset(nd.end, range.clone(), w)) {
                 continue;
             }
+            scores[id].subtree = range.clone();
             let anchored = &eng.text[nd.anchor..nd.end];
             let (from, skip) = match eng.canon.forced_cut_inside(anchored, &nd.tail) {
                 Some(cut) if !cut.context_ok => {
@@ -344,9 +373,37 @@ impl PrefixScorer {
         if let Some(e) = self.eos_node {
             need_row[e] = true;
         }
+        if self.wanted.is_some() {
+            // With every offset wanted, a node with a valid child has a valid subtree token and
+            // so a row already; here the ancestors of the nodes kept need theirs for p(T).
+            // A parent's id is smaller than its children's, so one backward pass reaches the root.
+            for id in (1..need_row.len()).rev() {
+                if need_row[id] {
+                    need_row[eng.nodes[id].parent.expect("only the root has no parent")] = true;
+                }
+            }
+        }
         scores[0].step_logp = Some(0.0);
         self.scores = scores;
         self.need_row = need_row;
+    }
+
+    /// Whether a token starting with text[end..m] exists for some wanted m > end (`range` is
+    /// the trie range of text[end]); the ranges for longer m nest inside it.
+    fn covers_a_wanted_offset(&self, end: usize, mut range: Range<usize>, wanted: &[bool]) -> bool {
+        let text = &self.eng.text;
+        for m in end + 1..text.len() + 1 {
+            if m > end + 1 {
+                range = self.eng.trie.range_within(range, &text[end..m], m - end - 1);
+                if range.is_empty() {
+                    return false;
+                }
+            }
+            if wanted[m] {
+                return true;
+            }
+        }
+        false
     }
 
     /// Width of the rows expected.
@@ -464,6 +521,12 @@ impl PrefixScorer {
             for (j, m) in masses.iter().enumerate() {
                 let at = nd.end + 1 + j;
                 log_prefix[at] = log_add(log_prefix[at], logp + m);
+            }
+        }
+        if let Some(w) = &self.wanted {
+            // Elsewhere only some of the covers were summed.
+            for (v, _) in log_prefix.iter_mut().zip(w).filter(|(_, &w)| !w) {
+                *v = f64::NAN;
             }
         }
         // Every text starts with the start prefix (and the empty text with the empty string).
@@ -742,5 +805,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A scorer asked for a few offsets (`at_offsets`) gives the full scorer's values there and
+    /// NaN elsewhere, with the same end-of-text terms, requesting a subset of the full scorer's
+    /// rows; on the real tokenizers, about one row per canonical token.
+    #[test]
+    fn wanted_offsets_equal_the_full_scorer_there() {
+        let texts: [&[u8]; 4] = [b"ab a", b"a\n\nab", b"abc ab\n", b"the cat, the  hat\n    if x:\n        y"];
+        for (name, c, t) in tokenizers_for_shortcut() {
+            for text in texts {
+                let Ok(mut full) = PrefixScorer::new(c.clone(), t.clone(), text, vec![TINY_EOS], 2) else { continue };
+                let w = full.n_logits();
+                let full_asked = full.requests();
+                for (node, tokens) in &full_asked {
+                    full.provide_row(*node, &row(tokens, w)[..]).unwrap();
+                }
+                let want = full.result().unwrap();
+                let n = text.len();
+                for offsets in [vec![n], vec![0, n / 2, n], vec![1, n - 1]] {
+                    let mut some = PrefixScorer::at_offsets(c.clone(), t.clone(), text, vec![TINY_EOS], 2, &offsets).unwrap();
+                    let asked = some.requests();
+                    assert!(asked.iter().all(|r| full_asked.contains(r)), "{name}: a row the full scorer never asked for");
+                    for (node, tokens) in &asked {
+                        some.provide_row(*node, &row(tokens, w)[..]).unwrap();
+                    }
+                    let got = some.result().unwrap();
+                    for m in want.start..=want.start + n {
+                        let (g, f) = (got.log_prefix[m], want.log_prefix[m]);
+                        if m == want.start || offsets.contains(&(m - want.start)) {
+                            assert!(g == f || (g - f).abs() < 1e-12, "{name} {:?} at {m}: {g} vs {f}", String::from_utf8_lossy(text));
+                        } else {
+                            assert!(g.is_nan(), "{name}: offset {m} was not wanted");
+                        }
+                    }
+                    assert_eq!(got.log_eos.to_bits(), want.log_eos.to_bits(), "{name}");
+                    if offsets == [n] && name != "tiny" {
+                        let tokens = c.encode_text(text).unwrap().len();
+                        assert!(asked.len() <= tokens + 8, "{name}: {} rows for {tokens} tokens", asked.len());
+                    }
+                }
+            }
+        }
+        assert!(PrefixScorer::at_offsets(tiny_parts().0, tiny_parts().1, b"ab", vec![TINY_EOS], 1, &[3]).is_err());
     }
 }
