@@ -18,8 +18,10 @@
 //!
 //! Only some offsets (`PrefixScorer::at_offsets`): when P(x[..m] ...) is wanted at a few m only
 //! (the whole text's, for bits per byte), a node T matters only if a valid token starting with
-//! x[end(T)..m] covers some wanted m; it gets its subtree's verdicts and a row, its ancestors get
-//! rows for the steps p(T) is made of, and every other node gets neither. Along a text that is
+//! x[end(T)..m] covers some wanted m; it gets the verdicts of the tokens starting with
+//! x[end(T)..m] for the first such m (not its whole next-byte subtree: after a space that is
+//! most of a SentencePiece vocabulary) and a row, its ancestors get rows for the steps p(T) is
+//! made of, and every other node gets neither. Along a text that is
 //! the canonical encoding's prefixes (the rows one forward computes) and the few nodes within a
 //! token's length of each wanted offset.
 //!
@@ -52,7 +54,9 @@ use std::sync::Arc;
 /// arrived) the masses M(T, m).
 #[derive(Debug, Clone, Default)]
 struct NodeScore {
-    /// Trie range of the tokens starting with text[end] (empty at the end of the text).
+    /// Trie range of the tokens starting with text[end] (empty at the end of the text); with only
+    /// some offsets wanted, of those starting with text[end..m] for the first wanted m (the
+    /// masses before m are then not the ones wanted, and `result` hides them).
     subtree: Range<usize>,
     /// Validity verdicts for `subtree`, in trie order.
     valid: Arc<Vec<bool>>,
@@ -105,6 +109,9 @@ struct Job {
     from: usize,
     skip: usize,
     range: Range<usize>,
+    /// The next byte's whole subtree: `range` is a part of it when only some offsets are wanted
+    /// (the tokens starting with the text up to the first wanted offset).
+    subtree: Range<usize>,
 }
 
 impl Job {
@@ -118,13 +125,13 @@ impl Job {
     }
 }
 
-/// Pair-rule verdicts of one subtree (`canonical/pairs.rs`), shared by every job with the same
-/// left token and next byte (the subtree is the same trie range): inside a space run the same
-/// few whitespace tokens come back at every position.
-type PairMemo = FxHashMap<(PairLeft, u8), Arc<Vec<Option<bool>>>>;
+/// Pair-rule verdicts of one trie range (`canonical/pairs.rs`), shared by every job with the
+/// same left token and range (with every offset wanted, the range is the next byte's subtree):
+/// inside a space run the same few whitespace tokens come back at every position.
+type PairMemo = FxHashMap<(PairLeft, usize, usize), Arc<Vec<Option<bool>>>>;
 
-/// Solo pair verdicts by next byte (`pair_solo_verdicts`): the start of every left token's vector.
-type SoloMemo = FxHashMap<u8, Vec<Option<bool>>>;
+/// Solo pair verdicts by trie range (`pair_solo_verdicts`): the start of every left token's vector.
+type SoloMemo = FxHashMap<(usize, usize), Vec<Option<bool>>>;
 
 /// A job's verdicts: one shared vector (the pair rule settled every token; inside a space run
 /// hundreds of jobs share a few vectors of 137k entries, and copying them was most of the time),
@@ -147,10 +154,11 @@ fn shortcut_verdicts(
     let (text, tail) = (job.text(eng), job.tail(eng));
     let next = eng.text[eng.nodes[job.node].end];
     let by_pairs = canon.pair_left(text, tail, next).map(|left| {
+        let (lo, hi) = (job.range.start, job.range.end);
         pair_memo
-            .entry((left, next))
+            .entry((left, lo, hi))
             .or_insert_with(|| {
-                let solo = solo_memo.entry(next).or_insert_with(|| canon.pair_solo_verdicts(trie, job.range.clone()));
+                let solo = solo_memo.entry((lo, hi)).or_insert_with(|| canon.pair_solo_verdicts(trie, job.range.clone()));
                 Arc::new(canon.pair_verdicts_in(&canon.pair_screen(left), trie, job.range.clone(), solo))
             })
             .clone()
@@ -225,7 +233,7 @@ impl PrefixScorer {
         // Distinct contexts: nodes with the same text and tokens since their anchor (or since
         // the last forced piece cut inside that text) and the same next byte share verdicts. The
         // cut makes repeated words share: " the" has the same verdicts after every word.
-        let mut memo: FxHashMap<RangeKey, usize> = FxHashMap::default();
+        let mut memo: FxHashMap<(RangeKey, usize, usize), usize> = FxHashMap::default();
         let mut jobs: Vec<Job> = Vec::new(); // one per distinct context
         let mut job_of: Vec<Option<usize>> = vec![None; eng.nodes.len()];
         let mut dead: Vec<NodeId> = Vec::new(); // nodes no extension of which is valid
@@ -233,10 +241,17 @@ impl PrefixScorer {
             if nd.end >= n {
                 continue;
             }
-            let range = eng.trie.range(&eng.text[nd.end..nd.end + 1]);
-            if range.is_empty() || !self.wanted.as_ref().is_none_or(|w| self.covers_a_wanted_offset(nd.end, range.clone(), w)) {
+            let subtree = eng.trie.range(&eng.text[nd.end..nd.end + 1]);
+            if subtree.is_empty() {
                 continue;
             }
+            let range = match &self.wanted {
+                None => subtree.clone(),
+                Some(w) => match self.first_wanted_range(nd.end, subtree.clone(), w) {
+                    Some(r) => r,
+                    None => continue,
+                },
+            };
             scores[id].subtree = range.clone();
             let anchored = &eng.text[nd.anchor..nd.end];
             let (from, skip) = match eng.canon.forced_cut_inside(anchored, &nd.tail) {
@@ -249,9 +264,9 @@ impl PrefixScorer {
             };
             let key = (anchored[from..].to_vec(), nd.tail[skip..].to_vec(), eng.text[nd.end]);
             let next = jobs.len();
-            let j = *memo.entry(key).or_insert(next);
+            let j = *memo.entry((key, range.start, range.end)).or_insert(next);
             if j == next {
-                jobs.push(Job { node: id, from, skip, range });
+                jobs.push(Job { node: id, from, skip, range, subtree });
             } else {
                 self.memo_hits += 1;
             }
@@ -266,10 +281,22 @@ impl PrefixScorer {
         // Contexts an earlier scorer of this tokenizer decided need nothing (`range_memo.rs`).
         let kept = eng.canon.range_verdicts();
         let mut job_keys: Vec<RangeKey> = vec![Default::default(); jobs.len()];
-        for (key, j) in memo {
+        for ((key, ..), j) in memo {
             job_keys[j] = key;
         }
-        let found: Vec<Option<Arc<Vec<bool>>>> = job_keys.iter().map(|k| kept.get(k)).collect();
+        // The memo keeps whole subtrees; a job on a part of one takes its slice.
+        let found: Vec<Option<Arc<Vec<bool>>>> = job_keys
+            .iter()
+            .zip(&jobs)
+            .map(|(k, job)| {
+                let all = kept.get(k)?;
+                if job.range == job.subtree {
+                    return Some(all);
+                }
+                let at = job.range.start - job.subtree.start;
+                Some(Arc::new(all[at..at + job.range.len()].to_vec()))
+            })
+            .collect();
         let remembered: Vec<bool> = found.iter().map(Option::is_some).collect();
         let mut per_job: Vec<JobVerdicts> = jobs
             .iter()
@@ -355,8 +382,8 @@ impl PrefixScorer {
                 JobVerdicts::Own(v) => Arc::new(v.into_iter().map(|x| x.expect("every token decided")).collect()),
             })
             .collect();
-        for ((key, verdicts), was_kept) in job_keys.into_iter().zip(&per_job).zip(&remembered) {
-            if !was_kept {
+        for (((key, verdicts), was_kept), job) in job_keys.into_iter().zip(&per_job).zip(&remembered).zip(&jobs) {
+            if !was_kept && job.range == job.subtree {
                 kept.insert(key, verdicts.clone());
             }
         }
@@ -388,22 +415,23 @@ impl PrefixScorer {
         self.need_row = need_row;
     }
 
-    /// Whether a token starting with text[end..m] exists for some wanted m > end (`range` is
-    /// the trie range of text[end]); the ranges for longer m nest inside it.
-    fn covers_a_wanted_offset(&self, end: usize, mut range: Range<usize>, wanted: &[bool]) -> bool {
+    /// The trie range of the tokens starting with text[end..m] for the first wanted m > end, if
+    /// there are any (`subtree` is the range of text[end]). The ranges for longer m nest inside
+    /// it, so it holds every token a wanted offset's masses need.
+    fn first_wanted_range(&self, end: usize, mut range: Range<usize>, wanted: &[bool]) -> Option<Range<usize>> {
         let text = &self.eng.text;
         for m in end + 1..text.len() + 1 {
             if m > end + 1 {
                 range = self.eng.trie.range_within(range, &text[end..m], m - end - 1);
                 if range.is_empty() {
-                    return false;
+                    return None;
                 }
             }
             if wanted[m] {
-                return true;
+                return Some(range);
             }
         }
-        false
+        None
     }
 
     /// Width of the rows expected.
@@ -823,7 +851,12 @@ mod tests {
                 }
                 let want = full.result().unwrap();
                 let n = text.len();
-                for offsets in [vec![n], vec![0, n / 2, n], vec![1, n - 1]] {
+                // With the full scorer's verdicts in the tokenizer's memo (sliced to the parts
+                // wanted) and without them (decided afresh).
+                for (offsets, cleared) in [vec![n], vec![0, n / 2, n], vec![1, n - 1]].into_iter().flat_map(|o| [(o.clone(), false), (o, true)]) {
+                    if cleared {
+                        c.range_verdicts().clear();
+                    }
                     let mut some = PrefixScorer::at_offsets(c.clone(), t.clone(), text, vec![TINY_EOS], 2, &offsets).unwrap();
                     let asked = some.requests();
                     assert!(asked.iter().all(|r| full_asked.contains(r)), "{name}: a row the full scorer never asked for");
