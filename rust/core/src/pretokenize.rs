@@ -65,6 +65,11 @@ impl KnownPattern {
     }
 }
 
+/// Whether the known patterns count `c` as a letter (`\p{L}`).
+pub(crate) fn is_letter(c: char) -> bool {
+    CharClass::of(c) == CharClass::Letter
+}
+
 /// The character classes the known patterns tell apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CharClass {
@@ -298,6 +303,13 @@ impl PreTokenizer {
 
     pub fn normalizes(&self) -> bool {
         self.nfc
+    }
+
+    /// Whether the pre-tokenizer is one split by a known pattern (GPT-2's, Llama-3's, Qwen2's)
+    /// and nothing else, with no normaliser: the case `canonical/pairs.rs` reasons about inside
+    /// a piece.
+    pub(crate) fn is_one_known_split(&self) -> bool {
+        !self.nfc && matches!(self.steps.as_slice(), [Step::Split { known: Some(_), .. }])
     }
 
     /// Whether every text `a + u`, where `a` ends with the character `x` and `u` is any

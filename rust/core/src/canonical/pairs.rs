@@ -1,5 +1,6 @@
 //! Validity of `T + [v]` from the merge histories of T's last token and of v alone, for BPE
-//! without a pre-tokenizer (SentencePiece-style: Gemma-3, Llama-2, Mistral, Phi-3).
+//! without a pre-tokenizer (SentencePiece-style: Gemma-3, Llama-2, Mistral, Phi-3), and inside a
+//! word for byte-level BPE with GPT-2's, Llama-3's or Qwen2's split pattern (end of this doc).
 //!
 //! Such a tokenizer encodes a whole stretch between added tokens as one piece, so there is no
 //! piece cut for `boundary.rs` to use, and a scorer checked each of the ~137k Gemma-3 tokens that
@@ -26,12 +27,34 @@
 //! check (`valid_from`) for every token, with no encode at all.
 //!
 //! Guard rails (otherwise `None` and the caller checks the token itself): the pre-tokenizer never
-//! splits, there is no NFC normaliser and no `ignore_merges`; the context `a` is valid UTF-8,
+//! splits (or is one known split pattern, below), there is no NFC normaliser and no `ignore_merges`; the context `a` is valid UTF-8,
 //! encodes to its `tail`, and no added token can match across its end when the next byte follows
 //! (`AddedText::can_cross`); t and v have complete
 //! UTF-8 bytes whose units contain no unknown token (`fuse_unk` would join across the edge), and
 //! no added token's text occurs inside v. Where `a` ends with an added token, nothing can cross
 //! and the verdict is whether v encodes alone to `[v]`; so it is at the start of the text.
+//!
+//! Inside a pre-tokenizer piece (byte-level BPE split by GPT-2's, Llama-3's or Qwen2's pattern:
+//! SmolLM2, Qwen2.5, Llama-3). BPE runs on each piece alone, so the argument above holds within
+//! a piece whenever the context's last piece P and v lie in one piece of `a + v + w` for *every*
+//! continuation w, with the pieces before P unchanged. That is so when P ends with a letter and
+//! does not start with an apostrophe, no apostrophe is among the last three characters of `a`,
+//! and v is all letters:
+//!
+//! * P ends with a letter and is no contraction, so the patterns' letter-run alternative
+//!   (`` ?\p{L}+`` / ``[^\r\n\p{L}\p{N}]?\p{L}+``) matched it; in `a + v + w` the contractions
+//!   before it in the alternation still fail at P's start (they start with an apostrophe), and
+//!   the letter run, being greedy, runs on through v's letters and any letters w starts with.
+//! * A piece before P could only change if an alternative that failed for lack of text now
+//!   matched across the end of `a`. The ones that can match letters are the letter run (it does
+//!   not need more text to match) and the contractions, at most three characters starting with
+//!   an apostrophe, so one reaching past the end of `a` needs an apostrophe among its last two
+//!   characters. The look-ahead of `\s+(?!\S)` reads one character past a whitespace run, and
+//!   those characters are all in `a`.
+//!
+//! So within P + v + w' (w' the letters w starts with) the pair argument applies unchanged, and
+//! the empty witness proves validity when the crossing pair never fires. Other tokens v (with a
+//! space, a digit or a symbol) are left to the per-token check (`letters_only`).
 //!
 //! The tests: `engine::prefix::tests::pair_rule_verdicts_equal_per_token_checks_on_every_token`
 //! compares every verdict with the per-token check on Gemma-3, Llama-2, Mistral and Phi-3
@@ -39,7 +62,7 @@
 
 use super::Canonicalizer;
 use crate::added::Segment;
-use crate::pretokenize::incomplete_tail;
+use crate::pretokenize::{incomplete_tail, is_letter};
 use crate::primitives::TokenId;
 use crate::trie::TokenTrie;
 use std::ops::Range;
@@ -85,6 +108,9 @@ pub(super) struct MergeHistories {
     /// By symbol: the tokens that encode alone to themselves and hold that symbol at their first
     /// position at some point of their history (built on first use; `pair_verdicts_in`).
     by_first: OnceLock<Vec<Vec<TokenId>>>,
+    /// With a pre-tokenizer, the rule judges only tokens v whose bytes are all letters (module
+    /// doc): whether each token is one. Empty without a pre-tokenizer (every token is judged).
+    letters_only: Vec<bool>,
 }
 
 impl MergeHistories {
@@ -104,7 +130,16 @@ impl MergeHistories {
             steps: Vec::new(),
             rights,
             by_first: OnceLock::new(),
+            letters_only: Vec::new(),
         };
+        if canon.pre.splits() {
+            h.letters_only = (0..n)
+                .map(|id| {
+                    let text = canon.vocab.token_bytes(id as TokenId).and_then(|b| std::str::from_utf8(b).ok());
+                    text.is_some_and(|t| !t.is_empty() && t.chars().all(is_letter))
+                })
+                .collect();
+        }
         let mut syms = Vec::new();
         for id in 0..n {
             let Some(bytes) = canon.vocab.token_bytes(id as TokenId) else { continue };
@@ -133,6 +168,11 @@ impl MergeHistories {
             h.solo[id] = if syms.len() == 1 && syms[0] == id as TokenId { Solo::Itself } else { Solo::NotItself };
         }
         h
+    }
+
+    /// Whether the rule may judge `v` as the right token (module doc).
+    fn judges(&self, v: TokenId) -> bool {
+        self.letters_only.is_empty() || self.letters_only.get(v as usize).copied().unwrap_or(false)
     }
 
     fn history(&self, id: TokenId) -> &[Step] {
@@ -187,9 +227,26 @@ pub(crate) struct PairScreen {
 }
 
 impl Canonicalizer {
-    /// Whether the pair rule can apply to this tokenizer at all.
+    /// Whether the pair rule can apply to this tokenizer at all: without a pre-tokenizer, or
+    /// inside the pieces of one known split pattern (module doc).
     fn pair_rule_applies(&self) -> bool {
-        !self.pre.splits() && !self.pre.normalizes() && !self.bpe.ignores_merges()
+        !self.pre.normalizes() && !self.bpe.ignores_merges() && (!self.pre.splits() || self.pre.is_one_known_split())
+    }
+
+    /// With a pre-tokenizer: whether `a`'s last piece is one the rule can extend by letters
+    /// (module doc): it ends with a letter, does not start with an apostrophe, is no added
+    /// token, and no apostrophe is among `a`'s last three characters.
+    fn last_piece_takes_letters(&self, a: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(a) else { return false };
+        if text.chars().rev().take(3).any(|c| c == '\'') {
+            return false;
+        }
+        if !self.added.is_empty() && !matches!(self.added.segments(a).last(), Some(Segment::Text(_))) {
+            return false;
+        }
+        let Some(piece) = self.pieces(a).pop() else { return false };
+        let Ok(piece) = std::str::from_utf8(&a[piece]) else { return false };
+        piece.chars().next_back().is_some_and(is_letter) && !piece.starts_with('\'')
     }
 
     fn histories(&self) -> &MergeHistories {
@@ -204,8 +261,8 @@ impl Canonicalizer {
             return None;
         }
         let Some(&t) = tail.last() else {
-            // The start of the text: v's bytes are all there is.
-            return a.is_empty().then_some(PairLeft::NothingLeft);
+            // The start of the text: v's bytes are all there is (without a pre-tokenizer).
+            return (a.is_empty() && !self.pre.splits()).then_some(PairLeft::NothingLeft);
         };
         if a.is_empty() || std::str::from_utf8(a).is_err() || incomplete_tail(a).is_some() {
             return None;
@@ -214,6 +271,9 @@ impl Canonicalizer {
             return None;
         }
         if !self.complete_from(a, tail) {
+            return None;
+        }
+        if self.pre.splits() && !self.last_piece_takes_letters(a) {
             return None;
         }
         if !self.added.is_empty() && matches!(self.added.segments(a).last(), Some(Segment::Added(..))) {
@@ -240,6 +300,9 @@ impl Canonicalizer {
     /// The verdict of `T + [v]` by the pair rule, `None` where v is outside it.
     pub(crate) fn pair_verdict(&self, screen: &PairScreen, v: TokenId) -> Option<bool> {
         let h = self.histories();
+        if !h.judges(v) {
+            return None;
+        }
         match h.solo.get(v as usize)? {
             Solo::Unsupported => None,
             Solo::NotItself => Some(false),
@@ -286,7 +349,7 @@ impl Canonicalizer {
         candidates.sort_unstable();
         candidates.dedup();
         for k in candidates {
-            if self.crossing_fires(h, t, trie.id_at(k)) {
+            if out[k - range.start].is_some() && self.crossing_fires(h, t, trie.id_at(k)) {
                 out[k - range.start] = Some(false);
             }
         }
@@ -298,7 +361,8 @@ impl Canonicalizer {
     pub(crate) fn pair_solo_verdicts(&self, trie: &TokenTrie, range: Range<usize>) -> Vec<Option<bool>> {
         let h = self.histories();
         range
-            .map(|k| match h.solo.get(trie.id_at(k) as usize) {
+            .map(|k| trie.id_at(k))
+            .map(|v| match h.solo.get(v as usize).filter(|_| h.judges(v)) {
                 None | Some(Solo::Unsupported) => None,
                 Some(Solo::NotItself) => Some(false),
                 Some(Solo::Itself) => Some(true),

@@ -667,6 +667,74 @@ mod tests {
         }
     }
 
+    /// Inside a word, on byte-level BPE tokenizers with a known split pattern (GPT-2, SmolLM2,
+    /// Qwen2, Llama-3), the pair rule's verdicts (`canonical/pairs.rs`, the piece case) equal the
+    /// per-token check for every token of the subtree, after every valid token prefix ending
+    /// where the continuation starts: mid-word, after capitals, accented letters, CJK, an opening
+    /// bracket, and next to apostrophes (where the guard must leave the contractions alone).
+    #[test]
+    fn pair_rule_inside_a_piece_equals_per_token_checks() {
+        let cases: [(&str, &str); 16] = [
+            ("she hel", "lo"),
+            ("Hello wor", "ld"),
+            ("The interna", "tional"),
+            ("HELL", "O WORLD"),
+            ("caf", "\u{e9}s"),
+            ("na\u{ef}v", "ety"),
+            ("\u{fc}ber", "all"),
+            ("\u{4e2d}\u{6587}", "\u{5b57}"),
+            ("(hel", "lo)"),
+            ("x'l", "lama"),
+            ("don", "'t"),
+            ("it'", "s ok"),
+            ("we'r", "e"),
+            ("'re", "ally"),
+            ("a1b", "cd"),
+            ("abcdefghij", "klmnop"),
+        ];
+        let rels = ["tokenizers/gpt-2", "models/smollm2-135m", "tokenizers/qwen2", "tokenizers/llama-bpe"];
+        for (name, c, t) in real_tokenizers(&rels) {
+            let (mut compared, mut open) = (0u64, 0u64);
+            for (context, continuation) in cases {
+                let text = format!("{context}{continuation}");
+                let s = PrefixScorer::new(c.clone(), t.clone(), text.as_bytes(), vec![], 1).unwrap();
+                let eng = &s.eng;
+                let at = eng.text.len() - continuation.len();
+                let next = eng.text[at];
+                for nd in eng.nodes.iter().filter(|nd| nd.end == at) {
+                    let anchored = &eng.text[nd.anchor..nd.end];
+                    let Some(left) = c.pair_left(anchored, &nd.tail, next) else { continue };
+                    let screen = c.pair_screen(left);
+                    let range = t.range(&[next]);
+                    let whole = c.pair_verdicts_in(&screen, &t, range.clone(), &c.pair_solo_verdicts(&t, range.clone()));
+                    for (i, k) in range.enumerate() {
+                        let tok = t.id_at(k);
+                        let got = c.pair_verdict(&screen, tok);
+                        assert_eq!(whole[i], got, "{name}: whole-range and token verdicts differ for {tok}");
+                        let Some(got) = got else {
+                            open += 1;
+                            continue;
+                        };
+                        let mut window = anchored.to_vec();
+                        window.extend_from_slice(c.vocab().token_bytes(tok).unwrap());
+                        let mut tail = nd.tail.clone();
+                        tail.push(tok);
+                        assert_eq!(
+                            got,
+                            c.valid_from(&window, &tail),
+                            "{name}: {:?} + token {tok} {:?}",
+                            String::from_utf8_lossy(anchored),
+                            c.vocab().token_string(tok)
+                        );
+                        compared += 1;
+                    }
+                }
+            }
+            eprintln!("{name}: {compared} in-piece pair verdicts equal the per-token checks ({open} left to them)");
+            assert!(compared > 2_000, "{name}: only {compared} verdicts came from the pair rule");
+        }
+    }
+
     /// The whole-range pair verdicts (`pair_verdicts_in`, from the index by first symbol) equal
     /// the token-by-token ones (`pair_verdict`) for every token of the range, for 400 left tokens
     /// spread over the vocabulary (and nothing on the left), after bytes that start words, spaces,
