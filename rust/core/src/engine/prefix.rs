@@ -605,6 +605,51 @@ mod tests {
         out
     }
 
+    /// For each (context, continuation): after every valid token prefix that ends where the
+    /// continuation starts and that the pair rule takes, every token of the continuation's
+    /// first-byte subtree gets the same verdict from the rule token by token, from the rule over
+    /// the whole range, and from the per-token check. Returns (verdicts compared, tokens the rule
+    /// left open).
+    fn pair_verdicts_against_checks(name: &str, c: &Arc<Canonicalizer>, t: &Arc<TokenTrie>, cases: &[(&str, &str)]) -> (u64, u64) {
+        let (mut compared, mut open) = (0u64, 0u64);
+        for (context, continuation) in cases {
+            let text = format!("{context}{continuation}");
+            let s = PrefixScorer::new(c.clone(), t.clone(), text.as_bytes(), vec![], 1).unwrap();
+            let eng = &s.eng;
+            let at = eng.text.len() - continuation.len();
+            let next = eng.text[at];
+            for nd in eng.nodes.iter().filter(|nd| nd.end == at) {
+                let anchored = &eng.text[nd.anchor..nd.end];
+                let Some(left) = c.pair_left(anchored, &nd.tail, next) else { continue };
+                let screen = c.pair_screen(left);
+                let range = t.range(&[next]);
+                let whole = c.pair_verdicts_in(&screen, t, range.clone(), &c.pair_solo_verdicts(t, range.clone()));
+                for (i, k) in range.enumerate() {
+                    let tok = t.id_at(k);
+                    let got = c.pair_verdict(&screen, tok);
+                    assert_eq!(whole[i], got, "{name}: whole-range and token verdicts differ for {tok}");
+                    let Some(got) = got else {
+                        open += 1;
+                        continue;
+                    };
+                    let mut window = anchored.to_vec();
+                    window.extend_from_slice(c.vocab().token_bytes(tok).unwrap());
+                    let mut tail = nd.tail.clone();
+                    tail.push(tok);
+                    assert_eq!(
+                        got,
+                        c.valid_from(&window, &tail),
+                        "{name}: {:?} + token {tok} {:?}",
+                        String::from_utf8_lossy(anchored),
+                        c.vocab().token_string(tok)
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        (compared, open)
+    }
+
     /// The pair rule (`canonical/pairs.rs`) gives the per-token check's verdict for *every* token
     /// of the subtree, after every valid token prefix of these texts that ends where the marked
     /// continuation starts, on the SentencePiece-style tokenizers it is for (Gemma-3 with its
@@ -628,40 +673,8 @@ mod tests {
             ("<tr", ">\n"),
         ];
         let rels = ["models/gemma3-270m", "tokenizers/llama-spm", "tokenizers/mistral-v1", "tokenizers/phi-3"];
-        let tokenizers = real_tokenizers(&rels);
-        for (name, c, t) in tokenizers {
-            let (mut compared, mut open) = (0u64, 0u64);
-            for (context, continuation) in cases {
-                let text = format!("{context}{continuation}");
-                let s = PrefixScorer::new(c.clone(), t.clone(), text.as_bytes(), vec![], 1).unwrap();
-                let eng = &s.eng;
-                let at = eng.text.len() - continuation.len();
-                let next = eng.text[at];
-                for nd in eng.nodes.iter().filter(|nd| nd.end == at) {
-                    let anchored = &eng.text[nd.anchor..nd.end];
-                    let Some(left) = c.pair_left(anchored, &nd.tail, next) else { continue };
-                    let screen = c.pair_screen(left);
-                    for k in t.range(&[next]) {
-                        let tok = t.id_at(k);
-                        let Some(got) = c.pair_verdict(&screen, tok) else {
-                            open += 1;
-                            continue;
-                        };
-                        let mut window = anchored.to_vec();
-                        window.extend_from_slice(c.vocab().token_bytes(tok).unwrap());
-                        let mut tail = nd.tail.clone();
-                        tail.push(tok);
-                        assert_eq!(
-                            got,
-                            c.valid_from(&window, &tail),
-                            "{name}: {:?} + token {tok} {:?}",
-                            String::from_utf8_lossy(anchored),
-                            c.vocab().token_string(tok)
-                        );
-                        compared += 1;
-                    }
-                }
-            }
+        for (name, c, t) in real_tokenizers(&rels) {
+            let (compared, open) = pair_verdicts_against_checks(&name, &c, &t, &cases);
             eprintln!("{name}: {compared} pair verdicts equal the per-token checks ({open} left to them)");
             assert!(compared > 20_000, "{name}: only {compared} verdicts came from the pair rule");
         }
@@ -694,42 +707,7 @@ mod tests {
         ];
         let rels = ["tokenizers/gpt-2", "models/smollm2-135m", "tokenizers/qwen2", "tokenizers/llama-bpe"];
         for (name, c, t) in real_tokenizers(&rels) {
-            let (mut compared, mut open) = (0u64, 0u64);
-            for (context, continuation) in cases {
-                let text = format!("{context}{continuation}");
-                let s = PrefixScorer::new(c.clone(), t.clone(), text.as_bytes(), vec![], 1).unwrap();
-                let eng = &s.eng;
-                let at = eng.text.len() - continuation.len();
-                let next = eng.text[at];
-                for nd in eng.nodes.iter().filter(|nd| nd.end == at) {
-                    let anchored = &eng.text[nd.anchor..nd.end];
-                    let Some(left) = c.pair_left(anchored, &nd.tail, next) else { continue };
-                    let screen = c.pair_screen(left);
-                    let range = t.range(&[next]);
-                    let whole = c.pair_verdicts_in(&screen, &t, range.clone(), &c.pair_solo_verdicts(&t, range.clone()));
-                    for (i, k) in range.enumerate() {
-                        let tok = t.id_at(k);
-                        let got = c.pair_verdict(&screen, tok);
-                        assert_eq!(whole[i], got, "{name}: whole-range and token verdicts differ for {tok}");
-                        let Some(got) = got else {
-                            open += 1;
-                            continue;
-                        };
-                        let mut window = anchored.to_vec();
-                        window.extend_from_slice(c.vocab().token_bytes(tok).unwrap());
-                        let mut tail = nd.tail.clone();
-                        tail.push(tok);
-                        assert_eq!(
-                            got,
-                            c.valid_from(&window, &tail),
-                            "{name}: {:?} + token {tok} {:?}",
-                            String::from_utf8_lossy(anchored),
-                            c.vocab().token_string(tok)
-                        );
-                        compared += 1;
-                    }
-                }
-            }
+            let (compared, open) = pair_verdicts_against_checks(&name, &c, &t, &cases);
             eprintln!("{name}: {compared} in-piece pair verdicts equal the per-token checks ({open} left to them)");
             assert!(compared > 2_000, "{name}: only {compared} verdicts came from the pair rule");
         }
