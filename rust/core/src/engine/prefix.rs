@@ -21,9 +21,9 @@
 //! x[end(T)..m] covers some wanted m; it gets the verdicts of the tokens starting with
 //! x[end(T)..m] for the first such m (not its whole next-byte subtree: after a space that is
 //! most of a SentencePiece vocabulary) and a row, its ancestors get rows for the steps p(T) is
-//! made of, and every other node gets neither. Along a text that is
-//! the canonical encoding's prefixes (the rows one forward computes) and the few nodes within a
-//! token's length of each wanted offset.
+//! made of, and every other node gets neither. Along a text, that is the canonical encoding's
+//! prefixes (the rows one forward computes) and the few nodes within a token's length of each
+//! wanted offset.
 //!
 //! Speed notes (what was measured, SmolLM2 tokenizer, 2 shared cores):
 //! * The eager engine decides the validity of all ~49k tokens at every fresh node (0.3 s a word
