@@ -27,8 +27,9 @@ import inspect
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bytecover import ByteLM
 from bytecover.evaluation.provenance import provenance
@@ -74,6 +75,30 @@ def forward_seconds(lm: ByteLM, data: bytes, device: str = "cpu") -> tuple[float
         return time.perf_counter() - t0, len(ids)
 
 
+T = TypeVar("T")
+
+
+def from_cold(lm: ByteLM, work: Callable[[], T]) -> tuple[float, T]:
+    """Seconds `work` takes from a cold prefix cache and an empty verdict memo (no K/V, rows or
+    verdicts kept from the arm before), and what it returned."""
+    lm.token_lm.reset_cache()  # type: ignore[attr-defined]
+    lm.core.clear_verdict_memo()
+    t0 = time.perf_counter()
+    out = work()
+    return time.perf_counter() - t0, out
+
+
+def score_arm(lm: ByteLM, data: bytes, forward_s: float, *, per_byte: bool) -> dict[str, Any]:
+    """One `score` of `data` from cold, against the forward's time (keys prefixed `whole_` for
+    ``per_byte=False``)."""
+    sec, s = from_cold(lm, lambda: lm.score(data, per_byte=per_byte))
+    st = lm.last_score_stats
+    p = "" if per_byte else "whole_"
+    return {("score_s" if per_byte else "whole_s"): sec, p + "ratio": sec / forward_s, p + "bytes_per_s": len(data) / sec,
+            p + "engine_s": st.engine_seconds, p + "model_s": st.model_seconds, p + "rows": st.rows, p + "model_calls": st.model_calls,
+            p + "bits_per_byte": s.bits_per_byte}
+
+
 def run(model_name: str, kinds: list[str], sizes: list[int], batch: int, device: str = "cpu", dtype: str | None = None) -> dict[str, Any]:
     import torch
 
@@ -85,24 +110,9 @@ def run(model_name: str, kinds: list[str], sizes: list[int], batch: int, device:
         for size in sizes:
             data = text[:size]
             fwd, n_tok = forward_seconds(lm, data, device)
-            lm.token_lm.reset_cache()  # type: ignore[attr-defined]
-            lm.core.clear_verdict_memo()  # cold: no verdicts kept from the texts before
-            t0 = time.perf_counter()
-            s = lm.score(data)
-            sec = time.perf_counter() - t0
-            st = lm.last_score_stats
-            rec = {"kind": kind, "bytes": len(data), "tokens": n_tok, "forward_s": fwd, "score_s": sec, "ratio": sec / fwd,
-                   "bytes_per_s": len(data) / sec, "engine_s": st.engine_seconds, "model_s": st.model_seconds,
-                   "rows": st.rows, "model_calls": st.model_calls, "bits_per_byte": s.bits_per_byte}
-            lm.token_lm.reset_cache()  # type: ignore[attr-defined]
-            lm.core.clear_verdict_memo()
-            t0 = time.perf_counter()
-            w = lm.score(data, per_byte=False)
-            sec = time.perf_counter() - t0
-            st = lm.last_score_stats
-            rec.update({"whole_s": sec, "whole_ratio": sec / fwd, "whole_bytes_per_s": len(data) / sec, "whole_engine_s": st.engine_seconds,
-                        "whole_model_s": st.model_seconds, "whole_rows": st.rows, "whole_model_calls": st.model_calls,
-                        "whole_bits_per_byte": w.bits_per_byte})
+            rec = {"kind": kind, "bytes": len(data), "tokens": n_tok, "forward_s": fwd}
+            rec.update(score_arm(lm, data, fwd, per_byte=True))
+            rec.update(score_arm(lm, data, fwd, per_byte=False))
             print(json.dumps(rec), flush=True)
             rows.append(rec)
     out: dict[str, Any] = {"model": model_name, "device": device, "dtype": dtype or "float32", "results": rows}
@@ -116,34 +126,16 @@ def run(model_name: str, kinds: list[str], sizes: list[int], batch: int, device:
         # all 16 texts. Within an arm the texts share the tokenizer's verdict memo (as a data set
         # scored text after text does), except in the first arm, which clears it before each
         # text (what every text cost before the memo).
-        def cold() -> None:
-            lm.token_lm.reset_cache()  # type: ignore[attr-defined]
-            lm.core.clear_verdict_memo()
+        def each_with_memo_cleared() -> None:
+            for t in texts:
+                lm.core.clear_verdict_memo()
+                lm.score(t)
 
-        cold()
-        t0 = time.perf_counter()
-        for t in texts:
-            lm.core.clear_verdict_memo()
-            lm.score(t)
-        each_cold = time.perf_counter() - t0
-        cold()
-        t0 = time.perf_counter()
-        for t in texts:
-            lm.score(t)
-        one = time.perf_counter() - t0
-        cold()
-        t0 = time.perf_counter()
-        lm.score(texts)
-        many = time.perf_counter() - t0
-        cold()
-        t0 = time.perf_counter()
-        for t in texts:
-            lm.score(t, per_byte=False)
-        whole_one = time.perf_counter() - t0
-        cold()
-        t0 = time.perf_counter()
-        lm.score(texts, per_byte=False)
-        whole_many = time.perf_counter() - t0
+        each_cold, _ = from_cold(lm, each_with_memo_cleared)
+        one, _ = from_cold(lm, lambda: [lm.score(t) for t in texts])
+        many, _ = from_cold(lm, lambda: lm.score(texts))
+        whole_one, _ = from_cold(lm, lambda: [lm.score(t, per_byte=False) for t in texts])
+        whole_many, _ = from_cold(lm, lambda: lm.score(texts, per_byte=False))
         out["batch"] = {"n": batch, "bytes_each": size, "one_at_a_time_no_memo_s": each_cold, "one_at_a_time_s": one, "together_s": many,
                         "speedup": one / many, "memo_speedup": each_cold / one, "whole_one_at_a_time_s": whole_one,
                         "whole_together_s": whole_many, "whole_speedup": whole_one / whole_many}

@@ -7,7 +7,6 @@ use crate::tokenizer::PyTokenizer;
 use bytecover_core::engine::{CoverChoice, CoverEngine, EngineConfig, Pick, PrefixScorer, Refinement};
 use bytecover_core::{healing, TokenId};
 use numpy::{PyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -197,9 +196,6 @@ impl PyPrefixScorer {
     #[pyo3(signature = (tokenizer, text, eos_ids, threads=None, at=None))]
     fn new(py: Python<'_>, tokenizer: &PyTokenizer, text: &[u8], eos_ids: Vec<TokenId>, threads: Option<usize>, at: Option<Vec<usize>>) -> PyResult<Self> {
         let threads = threads.unwrap_or_else(|| EngineConfig::default().threads);
-        if let Some(&bad) = at.iter().flatten().find(|&&m| m > text.len()) {
-            return Err(PyValueError::new_err(format!("offset {bad} in `at` is past the end of the {}-byte text", text.len())));
-        }
         let (c, t, p) = (tokenizer.inner.clone(), tokenizer.trie.clone(), text.to_vec());
         let inner = py
             .detach(move || match at {

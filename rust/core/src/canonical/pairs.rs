@@ -27,11 +27,11 @@
 //! check (`valid_from`) for every token, with no encode at all.
 //!
 //! Guard rails (otherwise `None` and the caller checks the token itself): the pre-tokenizer never
-//! splits (or is one known split pattern, below), there is no NFC normaliser and no `ignore_merges`; the context `a` is valid UTF-8,
-//! encodes to its `tail`, and no added token can match across its end when the next byte follows
-//! (`AddedText::can_cross`); t and v have complete
-//! UTF-8 bytes whose units contain no unknown token (`fuse_unk` would join across the edge), and
-//! no added token's text occurs inside v. Where `a` ends with an added token, nothing can cross
+//! splits (or is one known split pattern, below), there is no NFC normaliser and no
+//! `ignore_merges`; the context `a` is valid UTF-8, encodes to its `tail`, and no added token can
+//! match across its end when the next byte follows (`AddedText::can_cross`); t and v have
+//! complete UTF-8 bytes whose units contain no unknown token (`fuse_unk` would join across the
+//! edge), and no added token's text occurs inside v. Where `a` ends with an added token, nothing can cross
 //! and the verdict is whether v encodes alone to `[v]`; so it is at the start of the text.
 //!
 //! Inside a pre-tokenizer piece (byte-level BPE split by GPT-2's, Llama-3's or Qwen2's pattern:

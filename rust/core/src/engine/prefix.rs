@@ -174,6 +174,20 @@ fn shortcut_verdicts(
     JobVerdicts::Own(job.range.clone().enumerate().map(|(i, k)| by_pairs.as_ref().and_then(|p| p[i]).or_else(|| shortcut.verdict(trie.id_at(k)))).collect())
 }
 
+/// (m, trie range of the tokens starting with text[end..m]) for m = end + 1, end + 2, ... while
+/// such tokens exist; `first` is the range for m = end + 1 (not empty). Each range nests inside
+/// the one before, so it is found by narrowing that one.
+fn nested_ranges<'a>(trie: &'a TokenTrie, text: &'a [u8], end: usize, first: Range<usize>) -> impl Iterator<Item = (usize, Range<usize>)> + 'a {
+    std::iter::successors(Some((end + 1, first)), move |(m, range)| {
+        let m = m + 1;
+        if m > text.len() {
+            return None;
+        }
+        let range = trie.range_within(range.clone(), &text[end..m], m - end - 1);
+        (!range.is_empty()).then_some((m, range))
+    })
+}
+
 impl PrefixScorer {
     /// Every valid token prefix along user text `text`, with its subtree's validity decided.
     pub fn new(canon: Arc<Canonicalizer>, trie: Arc<TokenTrie>, text: &[u8], eos: Vec<TokenId>, threads: usize) -> Result<Self> {
@@ -418,20 +432,8 @@ impl PrefixScorer {
     /// The trie range of the tokens starting with text[end..m] for the first wanted m > end, if
     /// there are any (`subtree` is the range of text[end]). The ranges for longer m nest inside
     /// it, so it holds every token a wanted offset's masses need.
-    fn first_wanted_range(&self, end: usize, mut range: Range<usize>, wanted: &[bool]) -> Option<Range<usize>> {
-        let text = &self.eng.text;
-        for m in end + 1..text.len() + 1 {
-            if m > end + 1 {
-                range = self.eng.trie.range_within(range, &text[end..m], m - end - 1);
-                if range.is_empty() {
-                    return None;
-                }
-            }
-            if wanted[m] {
-                return Some(range);
-            }
-        }
-        None
+    fn first_wanted_range(&self, end: usize, subtree: Range<usize>, wanted: &[bool]) -> Option<Range<usize>> {
+        nested_ranges(&self.eng.trie, &self.eng.text, end, subtree).find(|(m, _)| wanted[*m]).map(|(_, range)| range)
     }
 
     /// Width of the rows expected.
@@ -459,20 +461,11 @@ impl PrefixScorer {
             return Err(Error::Protocol(format!("unknown node {node}")));
         }
         let eng = &self.eng;
-        let n = eng.text.len();
         let end = eng.nodes[node].end;
         let sc = &self.scores[node];
         let mut masses = Vec::new();
         if !sc.subtree.is_empty() {
-            // The ranges for longer prefixes x[end..m] nest inside the subtree of x[end].
-            let mut range = sc.subtree.clone();
-            for m in end + 1..=n {
-                if m > end + 1 {
-                    range = eng.trie.range_within(range, &eng.text[end..m], m - end - 1);
-                    if range.is_empty() {
-                        break;
-                    }
-                }
+            for (_, range) in nested_ranges(&eng.trie, &eng.text, end, sc.subtree.clone()) {
                 let lo = sc.subtree.start;
                 let mut hi = f64::NEG_INFINITY;
                 for k in range.clone() {
