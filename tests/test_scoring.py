@@ -230,7 +230,7 @@ def test_rows_only_where_a_valid_next_token_exists() -> None:
 # -- real tokenizers ----------------------------------------------------------------------------------
 
 REAL = ["smollm2-135m", "qwen2.5-coder-0.5b", "gemma3-270m", "llama-bpe", "mistral-v1"]
-REAL_TEXTS = [b"Hi  a", b"a\r\n\t", "中x".encode(), " 😀".encode(), b"x   "]
+REAL_TEXTS = [b"Hi  a", b"a\r\n\t", "中x".encode(), " 😀".encode(), b"x   ", b"f( )_a.b"]
 # The brute-force oracle takes 2-4 minutes per large vocabulary on 2 cores. CI keeps one byte-level
 # BPE (SmolLM2) and one SentencePiece (Mistral) tokenizer; the rest run with BYTECOVER_SLOW=1.
 SLOW_REAL = {"qwen2.5-coder-0.5b", "gemma3-270m", "llama-bpe"}

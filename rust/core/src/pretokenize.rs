@@ -70,6 +70,27 @@ pub(crate) fn is_letter(c: char) -> bool {
     CharClass::of(c) == CharClass::Letter
 }
 
+/// Whether the known patterns count `c` as a symbol (`[^\s\p{L}\p{N}]`, the apostrophe
+/// included).
+pub(crate) fn is_symbol(c: char) -> bool {
+    matches!(CharClass::of(c), CharClass::Symbol | CharClass::Apostrophe)
+}
+
+/// Which continuations stay in a text's last piece whatever follows them
+/// (`PreTokenizer::last_piece_joins`; the reasoning is in `canonical/pairs.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Joins {
+    /// Letters (`\p{L}`) run on in the last piece.
+    pub letters: bool,
+    /// Symbols (`[^\s\p{L}\p{N}]`) run on in the last piece.
+    pub symbols: bool,
+}
+
+impl Joins {
+    pub(crate) const BOTH: Self = Self { letters: true, symbols: true };
+    pub(crate) const NONE: Self = Self { letters: false, symbols: false };
+}
+
 /// The character classes the known patterns tell apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CharClass {
@@ -310,6 +331,44 @@ impl PreTokenizer {
     /// a piece.
     pub(crate) fn is_one_known_split(&self) -> bool {
         !self.nfc && matches!(self.steps.as_slice(), [Step::Split { known: Some(_), .. }])
+    }
+
+    /// For one known split pattern (`is_one_known_split`): which continuations `u` made only of
+    /// letters, or only of symbols, run on in `piece`, the last piece of some text `a`, in the
+    /// pieces of `a + u + w` for every `w`, the pieces before it unchanged. The argument is in
+    /// `canonical/pairs.rs`: letters after a piece that ends with a letter (no contraction), or
+    /// after a one-character piece the letter-run alternative takes as its lead (GPT-2: a space;
+    /// Llama-3 and Qwen2: anything but a newline, a letter, a digit or an apostrophe); symbols
+    /// after a symbol run or after a lone space. The caller checks `a` for apostrophes near its
+    /// end.
+    pub(crate) fn last_piece_joins(&self, piece: &str) -> Joins {
+        let [Step::Split { known: Some(k), .. }] = self.steps.as_slice() else { return Joins::NONE };
+        let mut chars = piece.chars();
+        let (Some(first), Some(last)) = (chars.next(), piece.chars().next_back()) else { return Joins::NONE };
+        let alone = chars.next().is_none();
+        let letter_lead = match k {
+            KnownPattern::Gpt2 => last == ' ',
+            KnownPattern::Llama3 | KnownPattern::Qwen2 => {
+                !matches!(CharClass::of(last), CharClass::Newline | CharClass::Letter | CharClass::Digit | CharClass::Apostrophe)
+            }
+        };
+        Joins { letters: is_letter(last) && first != '\'' || alone && letter_lead, symbols: is_symbol(last) || alone && last == ' ' }
+    }
+
+    /// Llama-3 and Qwen2 only: whether a text whose last piece is `piece` has a piece boundary
+    /// before any continuation that starts with a letter, the pieces before it unchanged, where
+    /// `boundary_between` (which reads one character) cannot tell. A symbol run of two or more
+    /// characters: at its start the letter-run alternative (`[^\r\n\p{L}\p{N}]?\p{L}+`) needs
+    /// a letter as its first or second character and finds none, the contractions need an
+    /// apostrophe and a letter, so the symbol run matches again and stops before the letter;
+    /// the pieces before it read at most its first character. (`" `"` before `abc`: 2,367 tokens
+    /// starting with `a` checked one by one on Qwen2.5's vocabulary before.)
+    pub(crate) fn cuts_after_symbol_run(&self, piece: &str, next: char) -> bool {
+        let [Step::Split { known: Some(KnownPattern::Llama3 | KnownPattern::Qwen2), .. }] = self.steps.as_slice() else { return false };
+        let mut chars = piece.chars();
+        let lead = chars.next().is_some_and(|c| c == ' ' || is_symbol(c));
+        let rest: Vec<char> = chars.collect();
+        !self.nfc && lead && !rest.is_empty() && rest.into_iter().all(is_symbol) && is_letter(next)
     }
 
     /// Whether every text `a + u`, where `a` ends with the character `x` and `u` is any

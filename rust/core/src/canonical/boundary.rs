@@ -25,9 +25,17 @@
 //! per-token check on four real tokenizers (docs/design.md has the other checks).
 //!
 //! Guard rails: the next byte must be ASCII (a lead byte leaves the character open), the
-//! vocabulary has no start prefix, `a` is valid UTF-8, and no text-valued added token contains
-//! the next byte or (after a space) starts with the following character's first byte, so no
-//! added-token match crosses or touches the boundary. After a space, the token must show that
+//! vocabulary has no start prefix, `a` is valid UTF-8, no added-token match can cross the end of
+//! `a` (`AddedText::can_cross`), and no text-valued added token starts with the next byte or
+//! (after a space) with the following character's first byte. An added token starting at the cut
+//! would end the text stretch there, and the pieces of `a` alone can differ from those of `a`
+//! followed by more text (a trailing space run splits differently), so a token v that is that
+//! added token could get another verdict; matches that start later, inside `v + w`, happen the
+//! same way in `a + v + w` and in `v + w` read from the piece start, and a regular v is never
+//! the token at a cut where an added token starts. (The guard used to refuse every next byte
+//! that occurs anywhere in an added token: with Qwen2.5's `<|fim_prefix|>` and kin that was
+//! `_`, `/`, `|` and most lower-case letters, and 4 KB of prose needed 365 k per-token checks.)
+//! After a space, the token must show that
 //! the next character is not whitespace: complete, or a partial character whose lead byte no
 //! whitespace character has (U+0085, U+00A0, U+1680, U+2000-U+205F and U+3000 start with C2, E1,
 //! E2 or E3).
@@ -106,8 +114,7 @@ impl Canonicalizer {
             return None;
         }
         let x = std::str::from_utf8(a).ok()?.chars().next_back()?;
-        let touches_added = self.added_touches(first as u8, second);
-        if touches_added || !self.pre.boundary_between(x, next) {
+        if self.added_blocks_cut(a, first as u8, second) || !self.cut_forced(a, x, next) {
             return None;
         }
         // The probe text: `a` followed by `next`'s characters (after a space, any non-space
@@ -141,7 +148,7 @@ impl Canonicalizer {
             let Ok(before) = std::str::from_utf8(&a[..at]) else { continue };
             let Some(x) = before.chars().next_back() else { continue };
             let Some(y) = first_char(&a[at..]) else { continue };
-            if self.added_touches(a[at], None) || !self.pre.boundary_between(x, Next::Char(y)) {
+            if self.added_blocks_cut(&a[..at], a[at], None) || !self.cut_forced(&a[..at], x, Next::Char(y)) {
                 continue;
             }
             let mut probe = a[..at].to_vec();
@@ -152,9 +159,24 @@ impl Canonicalizer {
         None
     }
 
-    /// Whether a text-valued added token contains byte `c`, or starts with byte `then`.
-    fn added_touches(&self, c: u8, then: Option<u8>) -> bool {
-        self.vocab.added_text().iter().any(|(text, _)| text.contains(&c) || then.is_some_and(|b| text.first() == Some(&b)))
+    /// Whether the pre-tokenizer cuts between `before` (ending with the character `x`) and any
+    /// continuation `next` describes, the pieces before the cut the same for all of them: read
+    /// off `x` and the next character, or off `before`'s last piece (a symbol run before a
+    /// letter; `PreTokenizer::cuts_after_symbol_run`).
+    fn cut_forced(&self, before: &[u8], x: char, next: Next) -> bool {
+        if self.pre.boundary_between(x, next) {
+            return true;
+        }
+        let Next::Char(c) = next else { return false };
+        let Some(last) = self.pieces(before).pop() else { return false };
+        std::str::from_utf8(&before[last]).is_ok_and(|piece| self.pre.cuts_after_symbol_run(piece, c))
+    }
+
+    /// Whether an added token can match across the end of `before` when byte `c` follows, or a
+    /// text-valued added token starts with `c` or with byte `then` (module doc).
+    fn added_blocks_cut(&self, before: &[u8], c: u8, then: Option<u8>) -> bool {
+        self.vocab.added_text().iter().any(|(text, _)| text.first() == Some(&c) || then.is_some_and(|b| text.first() == Some(&b)))
+            || self.added.can_cross(before, c)
     }
 
     /// Tokens of the pieces of `text` that end at or before `cut`, if `cut` is a piece boundary.

@@ -53,18 +53,44 @@
 //!   those characters are all in `a`.
 //!
 //! So within P + v + w' (w' the letters w starts with) the pair argument applies unchanged, and
-//! the empty witness proves validity when the crossing pair never fires. Other tokens v (with a
-//! space, a digit or a symbol) are left to the per-token check (`letters_only`). In a scratch
-//! count (`PrefixScorer.validity_checks`, SmolLM2's tokenizer, 4 KB of prose) this took the
-//! per-token checks from 807,082 to 26,465.
+//! the empty witness proves validity when the crossing pair never fires. In a scratch count
+//! (`PrefixScorer.validity_checks`, SmolLM2's tokenizer, 4 KB of prose) this took the per-token
+//! checks from 807,082 to 26,465.
+//!
+//! Two more pieces that a run goes on through (`PreTokenizer::last_piece_joins`), by the same
+//! two steps (P's start stays a match start because the pieces before it read at most P's first
+//! character; the alternative that now matches there is greedy):
+//!
+//! * A one-character piece that the letter-run alternative takes as its lead, before letters:
+//!   GPT-2's `` ?\p{L}+`` takes a space; Llama-3's and Qwen2's `[^\r\n\p{L}\p{N}]?\p{L}+` takes
+//!   anything but a newline, a letter or a digit (`(` before `self`, `.` before `array`). An
+//!   apostrophe is left out (`'s` is a contraction). P alone in `a` means nothing before it
+//!   joined it, and in `a + v` the contractions fail at P (no apostrophe) and the letter run
+//!   matches P and v's letters.
+//! * A symbol run (`` ?[^\s\p{L}\p{N}]+``; Llama-3 and Qwen2 add trailing newlines) before
+//!   symbols: P ends with a symbol, so that alternative matched it (the others end with a letter,
+//!   a digit or whitespace), and it goes on greedily through v's symbols; a lone space too, as the
+//!   run's optional lead. The letter run ahead of it in the alternation fails at P's start, as v
+//!   starts with a symbol.
+//!
+//! And where the run goes on into v but stops inside it (v = `lo,` after `hel`, `.get` after
+//! `./`: letters then something else, symbols then something that is neither a symbol nor a
+//! newline), the piece ends inside v, no token spans a piece boundary, and T + [v] is invalid
+//! whatever follows (`Judge::Straddles`). Every other v (a space, a digit, a mixed token after
+//! a piece it does not run on in) is left to the per-token check. With these, 4 KB of prose
+//! (same scratch count) needs 9,371 per-token checks on SmolLM2's tokenizer (from 26,465) and
+//! 21,539 on Qwen2.5's (from 365,476; part of that was `boundary.rs`'s added-token guard).
 //!
 //! The tests: `engine::prefix::tests::pair_rule_verdicts_equal_per_token_checks_on_every_token`
 //! compares every verdict with the per-token check on Gemma-3, Llama-2, Mistral and Phi-3
-//! tokenizers, and `tests/test_scoring.py` compares whole prefix probabilities with a brute force.
+//! tokenizers, `pair_rule_inside_a_piece_equals_per_token_checks` does the same inside pieces
+//! (GPT-2, SmolLM2, Qwen2, Qwen2.5, Llama-3; words, symbol runs, one-character leads, tokens
+//! that straddle), and `tests/test_scoring.py` compares whole prefix probabilities with a brute
+//! force.
 
 use super::Canonicalizer;
 use crate::added::Segment;
-use crate::pretokenize::{incomplete_tail, is_letter};
+use crate::pretokenize::{incomplete_tail, is_letter, is_symbol, Joins};
 use crate::primitives::TokenId;
 use crate::trie::TokenTrie;
 use std::ops::Range;
@@ -96,6 +122,53 @@ enum Solo {
     Itself,
 }
 
+/// What a token's characters are, for the rule inside a pre-tokenizer piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Uniform {
+    /// All letters (`\p{L}`).
+    Letters,
+    /// Letters, then a character that is not one: a letter run that runs into it ends inside
+    /// the token.
+    LettersThenMore,
+    /// All symbols (`[^\s\p{L}\p{N}]`).
+    Symbols,
+    /// Symbols, then a character that is neither a symbol nor a newline (Llama-3's and Qwen2's
+    /// symbol runs take trailing newlines): a symbol run ends inside the token.
+    SymbolsThenMore,
+    /// Empty, not UTF-8, or anything else.
+    Mixed,
+}
+
+impl Uniform {
+    fn of(text: Option<&str>) -> Self {
+        let Some(text) = text else { return Self::Mixed };
+        let Some(first) = text.chars().next() else { return Self::Mixed };
+        if is_letter(first) {
+            return if text.chars().all(is_letter) { Self::Letters } else { Self::LettersThenMore };
+        }
+        if is_symbol(first) {
+            return match text.chars().find(|&c| !is_symbol(c)) {
+                None => Self::Symbols,
+                Some('\r' | '\n') => Self::Mixed,
+                Some(_) => Self::SymbolsThenMore,
+            };
+        }
+        Self::Mixed
+    }
+}
+
+/// How the rule treats a right token v after a given left side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judge {
+    /// By the merge histories.
+    Pair,
+    /// Invalid whatever follows: the context's piece runs on into v and ends inside it, and no
+    /// token spans a piece boundary.
+    Straddles,
+    /// Outside the rule: the per-token check.
+    Open,
+}
+
 /// Solo merge histories of every token, built once per tokenizer on first use.
 #[derive(Debug)]
 pub(super) struct MergeHistories {
@@ -110,9 +183,10 @@ pub(super) struct MergeHistories {
     /// By symbol: the tokens that encode alone to themselves and hold that symbol at their first
     /// position at some point of their history (built on first use; `pair_verdicts_in`).
     by_first: OnceLock<Vec<Vec<TokenId>>>,
-    /// With a pre-tokenizer, the rule judges only tokens v whose bytes are all letters (module
-    /// doc): whether each token is one. Empty without a pre-tokenizer (every token is judged).
-    letters_only: Vec<bool>,
+    /// With a pre-tokenizer, the rule judges only tokens v whose bytes are all letters or all
+    /// symbols, after a piece they run on in (module doc): each token's class. Empty without a
+    /// pre-tokenizer (every token is judged).
+    class: Vec<Uniform>,
 }
 
 impl MergeHistories {
@@ -132,15 +206,10 @@ impl MergeHistories {
             steps: Vec::new(),
             rights,
             by_first: OnceLock::new(),
-            letters_only: Vec::new(),
+            class: Vec::new(),
         };
         if canon.pre.splits() {
-            h.letters_only = (0..n)
-                .map(|id| {
-                    let text = canon.vocab.token_bytes(id as TokenId).and_then(|b| std::str::from_utf8(b).ok());
-                    text.is_some_and(|t| !t.is_empty() && t.chars().all(is_letter))
-                })
-                .collect();
+            h.class = (0..n).map(|id| Uniform::of(canon.vocab.token_bytes(id as TokenId).and_then(|b| std::str::from_utf8(b).ok()))).collect();
         }
         let mut syms = Vec::new();
         for id in 0..n {
@@ -172,9 +241,23 @@ impl MergeHistories {
         h
     }
 
-    /// Whether the rule may judge `v` as the right token (module doc).
-    fn judges(&self, v: TokenId) -> bool {
-        self.letters_only.is_empty() || self.letters_only.get(v as usize).copied().unwrap_or(false)
+    /// How the rule judges `v` as the right token after a piece that `joins` the classes it
+    /// does (module doc). A token outside the rule's guard rails (`Solo::Unsupported`: an added
+    /// token's text inside, an unknown unit) stays open.
+    fn judge(&self, v: TokenId, joins: Joins) -> Judge {
+        if self.class.is_empty() {
+            return Judge::Pair;
+        }
+        if self.solo.get(v as usize).is_none_or(|s| *s == Solo::Unsupported) {
+            return Judge::Open;
+        }
+        match self.class[v as usize] {
+            Uniform::Letters if joins.letters => Judge::Pair,
+            Uniform::Symbols if joins.symbols => Judge::Pair,
+            Uniform::LettersThenMore if joins.letters => Judge::Straddles,
+            Uniform::SymbolsThenMore if joins.symbols => Judge::Straddles,
+            _ => Judge::Open,
+        }
     }
 
     fn history(&self, id: TokenId) -> &[Step] {
@@ -210,12 +293,23 @@ impl MergeHistories {
     }
 }
 
-/// What a context fixes for the pair rule: the token its last symbol comes from, or that nothing
-/// can cross (the context is empty, or ends with an added token).
+/// What a context fixes for the pair rule: the token its last symbol comes from and, with a
+/// pre-tokenizer, which tokens run on in its last piece; or that nothing can cross (the context
+/// is empty, or ends with an added token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum PairLeft {
-    Token(TokenId),
+    Token(TokenId, Joins),
     NothingLeft,
+}
+
+impl PairLeft {
+    /// Which tokens the rule judges after this left side.
+    pub(crate) fn joins(self) -> Joins {
+        match self {
+            Self::Token(_, joins) => joins,
+            Self::NothingLeft => Joins::BOTH,
+        }
+    }
 }
 
 /// A `PairLeft` ready to judge many tokens: for a left token t, the symbols that some symbol t's
@@ -235,20 +329,20 @@ impl Canonicalizer {
         !self.pre.normalizes() && !self.bpe.ignores_merges() && (!self.pre.splits() || self.pre.is_one_known_split())
     }
 
-    /// With a pre-tokenizer: whether `a`'s last piece is one the rule can extend by letters
-    /// (module doc): it ends with a letter, does not start with an apostrophe, is no added
-    /// token, and no apostrophe is among `a`'s last three characters.
-    fn last_piece_takes_letters(&self, a: &[u8]) -> bool {
-        let Ok(text) = std::str::from_utf8(a) else { return false };
+    /// With a pre-tokenizer: which all-letter and all-symbol tokens run on in `a`'s last piece
+    /// (module doc; `PreTokenizer::last_piece_joins`), where that piece is no added token and no
+    /// apostrophe is among `a`'s last three characters; `None` when no token does.
+    fn last_piece_joins(&self, a: &[u8]) -> Option<Joins> {
+        let text = std::str::from_utf8(a).ok()?;
         if text.chars().rev().take(3).any(|c| c == '\'') {
-            return false;
+            return None;
         }
         if !self.added.is_empty() && !matches!(self.added.segments(a).last(), Some(Segment::Text(_))) {
-            return false;
+            return None;
         }
-        let Some(piece) = self.pieces(a).pop() else { return false };
-        let Ok(piece) = std::str::from_utf8(&a[piece]) else { return false };
-        piece.chars().next_back().is_some_and(is_letter) && !piece.starts_with('\'')
+        let piece = self.pieces(a).pop()?;
+        let joins = self.pre.last_piece_joins(std::str::from_utf8(&a[piece]).ok()?);
+        (joins != Joins::NONE).then_some(joins)
     }
 
     fn histories(&self) -> &MergeHistories {
@@ -275,20 +369,18 @@ impl Canonicalizer {
         if !self.complete_from(a, tail) {
             return None;
         }
-        if self.pre.splits() && !self.last_piece_takes_letters(a) {
-            return None;
-        }
+        let joins = if self.pre.splits() { self.last_piece_joins(a)? } else { Joins::BOTH };
         if !self.added.is_empty() && matches!(self.added.segments(a).last(), Some(Segment::Added(..))) {
             return Some(PairLeft::NothingLeft);
         }
-        (self.histories().solo[t as usize] == Solo::Itself).then_some(PairLeft::Token(t))
+        (self.histories().solo[t as usize] == Solo::Itself).then_some(PairLeft::Token(t, joins))
     }
 
     /// `left` with the symbols its token's last position can merge with.
     pub(crate) fn pair_screen(&self, left: PairLeft) -> PairScreen {
         let h = self.histories();
         let mut partners = vec![0u64; h.solo.len().div_ceil(64)];
-        if let PairLeft::Token(t) = left {
+        if let PairLeft::Token(t, _) = left {
             let lasts = std::iter::once(h.last_unit[t as usize]).chain(h.history(t).iter().map(|s| s.last).filter(|&l| l != SAME));
             for l in lasts {
                 for &r in &h.rights[l as usize] {
@@ -302,15 +394,17 @@ impl Canonicalizer {
     /// The verdict of `T + [v]` by the pair rule, `None` where v is outside it.
     pub(crate) fn pair_verdict(&self, screen: &PairScreen, v: TokenId) -> Option<bool> {
         let h = self.histories();
-        if !h.judges(v) {
-            return None;
+        match h.judge(v, screen.left.joins()) {
+            Judge::Open => return None,
+            Judge::Straddles => return Some(false),
+            Judge::Pair => {}
         }
         match h.solo.get(v as usize)? {
             Solo::Unsupported => None,
             Solo::NotItself => Some(false),
             Solo::Itself => Some(match screen.left {
                 PairLeft::NothingLeft => true,
-                PairLeft::Token(t) => {
+                PairLeft::Token(t, _) => {
                     let is_partner = |x: TokenId| screen.partners[x as usize / 64] & (1 << (x % 64)) != 0;
                     !(h.firsts(v).any(is_partner) && self.crossing_fires(h, t, v))
                 }
@@ -328,12 +422,12 @@ impl Canonicalizer {
     /// of scoring 4 KB of prose. Few of those tokens can ever meet a partner, and the index by
     /// first symbol (`MergeHistories::by_first`) lists just those.
     ///
-    /// `solo` is `pair_solo_verdicts(trie, range)` (the same for every left token, so callers
+    /// `solo` is `pair_solo_verdicts(trie, range, left.joins())` (the same for every left token, so callers
     /// judging many left tokens against one range make it once).
     pub(crate) fn pair_verdicts_in(&self, screen: &PairScreen, trie: &TokenTrie, range: Range<usize>, solo: &[Option<bool>]) -> Vec<Option<bool>> {
         let h = self.histories();
         let mut out = solo.to_vec();
-        let PairLeft::Token(t) = screen.left else { return out };
+        let PairLeft::Token(t, _) = screen.left else { return out };
         let by_first = h.by_first();
         let mut candidates: Vec<usize> = Vec::new();
         for (w, &word) in screen.partners.iter().enumerate() {
@@ -359,15 +453,20 @@ impl Canonicalizer {
     }
 
     /// The pair verdicts of the tokens of `range` when nothing can cross their left edge: whether
-    /// each encodes alone to itself (`None`: outside the rule).
-    pub(crate) fn pair_solo_verdicts(&self, trie: &TokenTrie, range: Range<usize>) -> Vec<Option<bool>> {
+    /// each encodes alone to itself (`None`: outside the rule, or not among the tokens `joins`
+    /// lets it judge).
+    pub(crate) fn pair_solo_verdicts(&self, trie: &TokenTrie, range: Range<usize>, joins: Joins) -> Vec<Option<bool>> {
         let h = self.histories();
         range
             .map(|k| trie.id_at(k))
-            .map(|v| match h.solo.get(v as usize).filter(|_| h.judges(v)) {
-                None | Some(Solo::Unsupported) => None,
-                Some(Solo::NotItself) => Some(false),
-                Some(Solo::Itself) => Some(true),
+            .map(|v| match h.judge(v, joins) {
+                Judge::Open => None,
+                Judge::Straddles => Some(false),
+                Judge::Pair => match h.solo.get(v as usize) {
+                    None | Some(Solo::Unsupported) => None,
+                    Some(Solo::NotItself) => Some(false),
+                    Some(Solo::Itself) => Some(true),
+                },
             })
             .collect()
     }
