@@ -327,10 +327,16 @@ impl PreTokenizer {
     }
 
     /// Whether the pre-tokenizer is one split by a known pattern (GPT-2's, Llama-3's, Qwen2's)
-    /// and nothing else, with no normaliser: the case `canonical/pairs.rs` reasons about inside
-    /// a piece.
+    /// and nothing else: the case `canonical/pairs.rs` reasons about inside a piece. An NFC
+    /// normaliser may come before it (Qwen2.5 as transformers loads it); the callers make sure
+    /// normalising leaves their texts alone.
     pub(crate) fn is_one_known_split(&self) -> bool {
-        !self.nfc && matches!(self.steps.as_slice(), [Step::Split { known: Some(_), .. }])
+        matches!(self.steps.as_slice(), [Step::Split { known: Some(_), .. }])
+    }
+
+    /// Whether normalising leaves `text` as it is (always, without a normaliser).
+    pub(crate) fn leaves_alone(&self, text: &[u8]) -> bool {
+        matches!(self.normalize(text), std::borrow::Cow::Borrowed(_))
     }
 
     /// For one known split pattern (`is_one_known_split`): which continuations `u` made only of
@@ -368,16 +374,17 @@ impl PreTokenizer {
         let mut chars = piece.chars();
         let lead = chars.next().is_some_and(|c| c == ' ' || is_symbol(c));
         let rest: Vec<char> = chars.collect();
-        !self.nfc && lead && !rest.is_empty() && rest.into_iter().all(is_symbol) && is_letter(next)
+        lead && !rest.is_empty() && rest.into_iter().all(is_symbol) && is_letter(next)
     }
 
     /// Whether every text `a + u`, where `a` ends with the character `x` and `u` is any
     /// continuation described by `next`, has a piece boundary between `a` and `u`, with the
     /// pieces before it the same for all such `u` (the same as in `a + next`'s probe text).
-    /// Only for pre-tokenizers made of known split patterns and no normaliser; `false` means
-    /// "not known", never "no boundary". The reasoning is in `boundary.rs`.
+    /// Only for pre-tokenizers made of known split patterns; `false` means "not known", never
+    /// "no boundary". The reasoning is in `boundary.rs`. It reads text as the splitter sees it,
+    /// after the normaliser: with NFC the caller makes sure normalising leaves the text alone.
     pub fn boundary_between(&self, x: char, next: Next) -> bool {
-        if self.nfc || self.steps.is_empty() {
+        if self.steps.is_empty() {
             return false;
         }
         self.steps.iter().all(|step| match step {
@@ -790,8 +797,12 @@ mod tests {
             assert!(!p.boundary_between(' ', Next::Char(' ')), "inside a whitespace run");
             assert!(!p.boundary_between('a', Next::Char('b')), "inside a word");
         }
+        // The rules read normalised text; `canonical/boundary.rs` makes sure NFC leaves the text
+        // on both sides of the cut alone.
         let nfc = PreTokenizer::from_json(&json!({"normalizer": {"type": "NFC"}, "pre_tokenizer": {"type": "ByteLevel", "use_regex": true}})).unwrap();
-        assert!(!nfc.boundary_between('o', Next::Char(' ')), "a normaliser turns the rule off");
+        assert!(nfc.boundary_between('o', Next::Char(' ')), "the same pieces after a normaliser");
+        assert!(nfc.leaves_alone("caf\u{e9} a".as_bytes()) && !nfc.leaves_alone("cafe\u{301}".as_bytes()));
+        assert!(gpt2().leaves_alone("cafe\u{301}".as_bytes()), "no normaliser, nothing changes");
     }
 
     fn short_text() -> impl Strategy<Value = String> {

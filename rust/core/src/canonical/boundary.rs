@@ -24,6 +24,14 @@
 //! `engine::prefix::tests::shortcut_verdicts_equal_per_token_checks` compares both rules with the
 //! per-token check on four real tokenizers (docs/design.md has the other checks).
 //!
+//! With an NFC normaliser (Qwen2.5 as transformers loads it) the rules read normalised text, so
+//! they need `NFC(a + v + w) = a + NFC(v + w)`: `a` is left alone by NFC and the character after
+//! the cut is ASCII (no ASCII character combines with what comes before it, nor has a
+//! decomposition). Then a witness only ever changes what follows the cut, the pieces of `a + c`
+//! are those of its normal form, and `valid_from_piece_start` (a per-token check, which
+//! normalises) answers for `v + w` read from the piece start. A cut inside a node's text needs
+//! the same of the text before it and of the character after it.
+//!
 //! Guard rails: the next byte must be ASCII (a lead byte leaves the character open), the
 //! vocabulary has no start prefix, `a` is valid UTF-8, no added-token match can cross the end of
 //! `a` (`AddedText::can_cross`), and no text-valued added token starts with the next byte or
@@ -114,6 +122,9 @@ impl Canonicalizer {
             return None;
         }
         let x = std::str::from_utf8(a).ok()?.chars().next_back()?;
+        if !self.pre.leaves_alone(a) {
+            return None;
+        }
         if self.added_blocks_cut(a, first as u8, second) || !self.cut_forced(a, x, next) {
             return None;
         }
@@ -148,6 +159,9 @@ impl Canonicalizer {
             let Ok(before) = std::str::from_utf8(&a[..at]) else { continue };
             let Some(x) = before.chars().next_back() else { continue };
             let Some(y) = first_char(&a[at..]) else { continue };
+            if self.pre.normalizes() && !(y.is_ascii() && self.pre.leaves_alone(&a[..at])) {
+                continue;
+            }
             if self.added_blocks_cut(&a[..at], a[at], None) || !self.cut_forced(&a[..at], x, Next::Char(y)) {
                 continue;
             }

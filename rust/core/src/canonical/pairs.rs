@@ -27,7 +27,8 @@
 //! check (`valid_from`) for every token, with no encode at all.
 //!
 //! Guard rails (otherwise `None` and the caller checks the token itself): the pre-tokenizer never
-//! splits (or is one known split pattern, below), there is no NFC normaliser and no
+//! splits (or is one known split pattern, below, where an NFC normaliser may come first), there
+//! is no NFC normaliser otherwise, and no
 //! `ignore_merges`; the context `a` is valid UTF-8, encodes to its `tail`, and no added token can
 //! match across its end when the next byte follows (`AddedText::can_cross`); t and v have
 //! complete UTF-8 bytes whose units contain no unknown token (`fuse_unk` would join across the
@@ -80,6 +81,13 @@
 //! a piece it does not run on in) is left to the per-token check. With these, 4 KB of prose
 //! (same scratch count) needs 9,371 per-token checks on SmolLM2's tokenizer (from 26,465) and
 //! 21,539 on Qwen2.5's (from 365,476; part of that was `boundary.rs`'s added-token guard).
+//!
+//! With an NFC normaliser before the split (Qwen2.5 as transformers loads it), a witness counts
+//! only if `NFC(a + v + w)` still starts with `a + v`, and the rule needs `NFC(a + v) = a + v`:
+//! `a` left alone by NFC (so it is in `pair_left`), and v left alone and starting with an ASCII
+//! character, which never combines with what comes before it (`MergeHistories::nfc_ok`). Then
+//! the empty witness works as before, and the arguments for "invalid" held for every witness,
+//! normalised ones included. Other tokens go to the per-token check, which normalises.
 //!
 //! The tests: `engine::prefix::tests::pair_rule_verdicts_equal_per_token_checks_on_every_token`
 //! compares every verdict with the per-token check on Gemma-3, Llama-2, Mistral and Phi-3
@@ -187,6 +195,9 @@ pub(super) struct MergeHistories {
     /// symbols, after a piece they run on in (module doc): each token's class. Empty without a
     /// pre-tokenizer (every token is judged).
     class: Vec<Uniform>,
+    /// With an NFC normaliser: whether each token starts with an ASCII byte and NFC leaves it
+    /// alone (module doc); the rule leaves the others to the per-token check. Empty without one.
+    nfc_ok: Vec<bool>,
 }
 
 impl MergeHistories {
@@ -207,7 +218,13 @@ impl MergeHistories {
             rights,
             by_first: OnceLock::new(),
             class: Vec::new(),
+            nfc_ok: Vec::new(),
         };
+        if canon.pre.normalizes() {
+            h.nfc_ok = (0..n)
+                .map(|id| canon.vocab.token_bytes(id as TokenId).is_some_and(|b| b.first().is_some_and(u8::is_ascii) && canon.pre.leaves_alone(b)))
+                .collect();
+        }
         if canon.pre.splits() {
             h.class = (0..n).map(|id| Uniform::of(canon.vocab.token_bytes(id as TokenId).and_then(|b| std::str::from_utf8(b).ok()))).collect();
         }
@@ -248,7 +265,7 @@ impl MergeHistories {
         if self.class.is_empty() {
             return Judge::Pair;
         }
-        if self.solo.get(v as usize).is_none_or(|s| *s == Solo::Unsupported) {
+        if self.solo.get(v as usize).is_none_or(|s| *s == Solo::Unsupported) || self.nfc_ok.get(v as usize) == Some(&false) {
             return Judge::Open;
         }
         match self.class[v as usize] {
@@ -326,7 +343,7 @@ impl Canonicalizer {
     /// Whether the pair rule can apply to this tokenizer at all: without a pre-tokenizer, or
     /// inside the pieces of one known split pattern (module doc).
     fn pair_rule_applies(&self) -> bool {
-        !self.pre.normalizes() && !self.bpe.ignores_merges() && (!self.pre.splits() || self.pre.is_one_known_split())
+        !self.bpe.ignores_merges() && if self.pre.splits() { self.pre.is_one_known_split() } else { !self.pre.normalizes() }
     }
 
     /// With a pre-tokenizer: which all-letter and all-symbol tokens run on in `a`'s last piece
@@ -360,7 +377,7 @@ impl Canonicalizer {
             // The start of the text: v's bytes are all there is (without a pre-tokenizer).
             return (a.is_empty() && !self.pre.splits()).then_some(PairLeft::NothingLeft);
         };
-        if a.is_empty() || std::str::from_utf8(a).is_err() || incomplete_tail(a).is_some() {
+        if a.is_empty() || std::str::from_utf8(a).is_err() || incomplete_tail(a).is_some() || !self.pre.leaves_alone(a) {
             return None;
         }
         if !self.added.is_empty() && self.added.can_cross(a, next) {

@@ -580,7 +580,7 @@ mod tests {
         let (c, t) = tiny_parts();
         let mut out = vec![("tiny".to_string(), c, t)];
         let rels =
-            ["tokenizers/gpt-2", "tokenizers/llama-bpe", "tokenizers/qwen2", "models/smollm2-135m", "tokenizers/mistral-v1", "models/qwen2.5-coder-0.5b"];
+            ["tokenizers/gpt-2", "tokenizers/llama-bpe", "tokenizers/qwen2", "models/smollm2-135m", "tokenizers/mistral-v1", "models/qwen2.5-coder-0.5b+nfc"];
         out.extend(real_tokenizers(&rels));
         out
     }
@@ -592,8 +592,18 @@ mod tests {
             .map(std::path::PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/bytecover")));
         for rel in rels {
-            let Some(path) = cache.as_ref().map(|c| c.join(rel).join("tokenizer.json")) else { continue };
-            let Ok(json) = std::fs::read_to_string(&path) else { continue };
+            // "<path>+nfc": the tokenizer with an NFC normaliser, as transformers loads Qwen2.5.
+            let (dir, nfc) = match rel.strip_suffix("+nfc") {
+                Some(dir) => (dir, true),
+                None => (*rel, false),
+            };
+            let Some(path) = cache.as_ref().map(|c| c.join(dir).join("tokenizer.json")) else { continue };
+            let Ok(mut json) = std::fs::read_to_string(&path) else { continue };
+            if nfc {
+                let mut j: serde_json::Value = serde_json::from_str(&json).unwrap();
+                j["normalizer"] = serde_json::json!({"type": "NFC"});
+                json = j.to_string();
+            }
             let c = Arc::new(Canonicalizer::from_json(&json, None).unwrap());
             let t = Arc::new(TokenTrie::new(c.vocab()));
             out.push((rel.to_string(), c, t));
@@ -683,7 +693,7 @@ mod tests {
     /// bracket, and next to apostrophes (where the guard must leave the contractions alone).
     #[test]
     fn pair_rule_inside_a_piece_equals_per_token_checks() {
-        let cases: [(&str, &str); 34] = [
+        let cases: [(&str, &str); 38] = [
             ("she hel", "lo"),
             ("Hello wor", "ld"),
             ("The interna", "tional"),
@@ -722,8 +732,22 @@ mod tests {
             ("f( )_", "init"),
             ("x ](", "self"),
             ("{.", "get"),
+            // Precomposed characters after ASCII letters and ASCII letters after them (the
+            // tokenizer with NFC leaves tokens that are not in normal form to the per-token
+            // check; a text that is not in normal form has no cover there).
+            ("cafe", "s \u{e9}t\u{e9}"),
+            ("na", "\u{ef}ve"),
+            ("x ", "\u{c5}ngstrom"),
+            ("x", "\u{ac01}y"),
         ];
-        let rels = ["tokenizers/gpt-2", "models/smollm2-135m", "tokenizers/qwen2", "tokenizers/llama-bpe", "models/qwen2.5-coder-0.5b"];
+        let rels = [
+            "tokenizers/gpt-2",
+            "models/smollm2-135m",
+            "tokenizers/qwen2",
+            "tokenizers/llama-bpe",
+            "models/qwen2.5-coder-0.5b",
+            "models/qwen2.5-coder-0.5b+nfc",
+        ];
         for (name, c, t) in real_tokenizers(&rels) {
             let (compared, open) = pair_verdicts_against_checks(&name, &c, &t, &cases);
             eprintln!("{name}: {compared} in-piece pair verdicts equal the per-token checks ({open} left to them)");
@@ -772,7 +796,7 @@ mod tests {
     /// newlines, digits, contractions, symbols, CJK, emoji) and with repeated words.
     #[test]
     fn shortcut_verdicts_equal_per_token_checks() {
-        let texts: [&[u8]; 10] = [
+        let texts: [&[u8]; 11] = [
             // Repeated words after different pieces share verdicts past the forced cut before
             // them (`forced_cut_inside`); the cut after "(" or "'" or a digit is checked too.
             b"the cat and the hat; the cat's hat (the) and THE cat\n2the 12cats",
@@ -788,6 +812,9 @@ mod tests {
             // and bytes that occur inside added tokens (`_`, `|`, `<`; Qwen2.5's
             // `<|fim_prefix|>`), partly spelled so that a match could still cross.
             b"y = np.array(x)._get(\"./.ci/run\", max_new=[a, (b)]) | `abc` <|fim_pre <|im x_y",
+            // Precomposed characters next to ASCII (in normal form: the tokenizer with NFC has
+            // no cover for a text that is not).
+            "caf\u{e9} na\u{ef}ve \u{c5}ngstrom \u{ac01}y (\u{e9}) x_\u{fc}".as_bytes(),
         ];
         for (name, c, t) in tokenizers_for_shortcut() {
             let (mut shortcut, mut scored, mut shared) = (0u64, 0, 0u64);
@@ -832,6 +859,7 @@ mod tests {
                     }
                 }
             }
+            eprintln!("{name}: {scored} texts, {shortcut} verdicts from the rules");
             assert!(scored > 0 && shortcut > 0, "{name}: {scored} texts scored, no verdict came from the shortcut");
             assert!(name == "tiny" || shared > 0, "{name}: no node shared another's verdicts");
         }
