@@ -92,9 +92,9 @@
 //! The tests: `engine::prefix::tests::pair_rule_verdicts_equal_per_token_checks_on_every_token`
 //! compares every verdict with the per-token check on Gemma-3, Llama-2, Mistral and Phi-3
 //! tokenizers, `pair_rule_inside_a_piece_equals_per_token_checks` does the same inside pieces
-//! (GPT-2, SmolLM2, Qwen2, Qwen2.5, Llama-3; words, symbol runs, one-character leads, tokens
-//! that straddle), and `tests/test_scoring.py` compares whole prefix probabilities with a brute
-//! force.
+//! (GPT-2, SmolLM2, Qwen2, Llama-3, Qwen2.5 with and without NFC; words, symbol runs,
+//! one-character leads, tokens that straddle), and `tests/test_scoring.py` compares whole prefix
+//! probabilities with a brute force.
 
 use super::Canonicalizer;
 use crate::added::Segment;
