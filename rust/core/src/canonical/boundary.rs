@@ -20,9 +20,13 @@
 //! adjacent in any piece, no match crosses the end of `a`; matches before it read at most one
 //! character past it (the `\s+(?!\S)` look-ahead), so they are the same for every continuation
 //! starting with that character. Inside a whitespace run followed by a space and a non-space,
-//! all three patterns end the run before that space. The test
+//! all three patterns end the run before that space. Under Llama-3's and Qwen2's patterns a
+//! symbol run of two or more characters also ends before a letter, which the last character
+//! alone cannot tell (a lone `(` joins the letters after it): `cut_forced` reads the last piece
+//! (`PreTokenizer::cuts_after_symbol_run`). The test
 //! `engine::prefix::tests::shortcut_verdicts_equal_per_token_checks` compares both rules with the
-//! per-token check on four real tokenizers (docs/design.md has the other checks).
+//! per-token check on six real tokenizers, Qwen2.5-Coder's with its NFC normaliser among them
+//! (docs/design.md has the other checks).
 //!
 //! With an NFC normaliser (Qwen2.5 as transformers loads it) the rules read normalised text, so
 //! they need `NFC(a + v + w) = a + NFC(v + w)`: `a` is left alone by NFC and the character after
@@ -43,10 +47,9 @@
 //! the token at a cut where an added token starts. (The guard used to refuse every next byte
 //! that occurs anywhere in an added token: with Qwen2.5's `<|fim_prefix|>` and kin that was
 //! `_`, `/`, `|` and most lower-case letters, and 4 KB of prose needed 365 k per-token checks.)
-//! After a space, the token must show that
-//! the next character is not whitespace: complete, or a partial character whose lead byte no
-//! whitespace character has (U+0085, U+00A0, U+1680, U+2000-U+205F and U+3000 start with C2, E1,
-//! E2 or E3).
+//! After a space, the token must show that the next character is not whitespace: complete, or a
+//! partial character whose lead byte no whitespace character has (U+0085, U+00A0, U+1680,
+//! U+2000-U+205F and U+3000 start with C2, E1, E2 or E3).
 
 use super::Canonicalizer;
 use crate::added::Segment;
