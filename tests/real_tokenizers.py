@@ -35,9 +35,18 @@ def all_names() -> list[str]:
     return MODEL_TOKENIZERS + fixture_names()
 
 
+#: Suffix for a model tokenizer with an NFC normaliser in front, as transformers'
+#: ``Qwen2Tokenizer`` loads Qwen2.5 (the converted tokenizer.json has none).
+NFC_SUFFIX = "+nfc"
+
+
 @lru_cache(maxsize=None)
 def tokenizer_json(name: str) -> str:
     """tokenizer.json text, building the cache entry when needed (skip when it cannot be built)."""
+    if name.endswith(NFC_SUFFIX):
+        tj = json.loads(tokenizer_json(name.removesuffix(NFC_SUFFIX)))
+        tj["normalizer"] = {"type": "NFC"}
+        return json.dumps(tj)
     try:
         if name in MODEL_TOKENIZERS:
             from bytecover import models
