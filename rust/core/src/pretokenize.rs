@@ -349,9 +349,8 @@ impl PreTokenizer {
     /// end.
     pub(crate) fn last_piece_joins(&self, piece: &str) -> Joins {
         let [Step::Split { known: Some(k), .. }] = self.steps.as_slice() else { return Joins::NONE };
-        let mut chars = piece.chars();
-        let (Some(first), Some(last)) = (chars.next(), piece.chars().next_back()) else { return Joins::NONE };
-        let alone = chars.next().is_none();
+        let (Some(first), Some(last)) = (piece.chars().next(), piece.chars().next_back()) else { return Joins::NONE };
+        let alone = piece.chars().nth(1).is_none();
         let letter_lead = match k {
             KnownPattern::Gpt2 => last == ' ',
             KnownPattern::Llama3 | KnownPattern::Qwen2 => {
@@ -373,8 +372,8 @@ impl PreTokenizer {
         let [Step::Split { known: Some(KnownPattern::Llama3 | KnownPattern::Qwen2), .. }] = self.steps.as_slice() else { return false };
         let mut chars = piece.chars();
         let lead = chars.next().is_some_and(|c| c == ' ' || is_symbol(c));
-        let rest: Vec<char> = chars.collect();
-        lead && !rest.is_empty() && rest.into_iter().all(is_symbol) && is_letter(next)
+        let mut rest = chars.peekable();
+        lead && rest.peek().is_some() && rest.all(is_symbol) && is_letter(next)
     }
 
     /// Whether every text `a + u`, where `a` ends with the character `x` and `u` is any
